@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RepsConfig(AppConfig):
+    name = "reps"
+    verbose_name = "Sales organisation"

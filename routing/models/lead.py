@@ -1,0 +1,216 @@
+"""Lead and its timeline (LeadEvent). Every change of hands is an event in the same transaction."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+LEAD_FIELDS = [
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "company",
+    "title",
+    "country",
+    "region",
+    "postcode",
+    "industry",
+    "company_size",
+    "product",
+    "source",
+    "score",
+    "priority",
+    "value",
+    "received_at",
+    "extra",
+]
+
+
+class LeadQuerySet(models.QuerySet):
+    def open(self) -> LeadQuerySet:
+        return self.filter(status__in=Lead.OPEN_STATUSES)
+
+    def waiting_in_pool(self) -> LeadQuerySet:
+        return self.filter(status=Lead.Status.POOLED, owner__isnull=True)
+
+    def visible_to(self, user) -> LeadQuerySet:
+        """Permission scope: managers see all, ops staff see all (they create and list), reps see
+        their own leads and the waiting leads of their pools."""
+        from leadops import roles
+
+        if roles.is_manager(user) or roles.is_ops(user):
+            return self
+        rep = getattr(user, "rep", None)
+        if rep is None:
+            return self.none()
+        return self.filter(
+            models.Q(owner=rep)
+            | models.Q(status=Lead.Status.POOLED, owner__isnull=True, pool__memberships__rep=rep)
+        ).distinct()
+
+
+class Lead(models.Model):
+    class Status(models.TextChoices):
+        UNASSIGNED = "unassigned", "Unassigned"
+        POOLED = "pooled", "In pool"
+        ASSIGNED = "assigned", "Assigned"
+        CONTACTED = "contacted", "Contacted"
+        QUALIFIED = "qualified", "Qualified"
+        WON = "won", "Won"
+        LOST = "lost", "Lost"
+
+    class Priority(models.TextChoices):
+        NORMAL = "normal", "Normal"
+        URGENT = "urgent", "Urgent"
+
+    OPEN_STATUSES = ["unassigned", "pooled", "assigned", "contacted", "qualified"]
+    # Statuses that count against a rep's capacity (CONTRACT §2).
+    LOAD_STATUSES = ["assigned", "contacted"]
+    # Which status may follow which; the owner records progress, managers can also reopen.
+    TRANSITIONS = {
+        "unassigned": {"pooled", "assigned"},
+        "pooled": {"assigned", "unassigned"},
+        "assigned": {"contacted", "qualified", "won", "lost", "pooled", "unassigned"},
+        "contacted": {"qualified", "won", "lost"},
+        "qualified": {"won", "lost", "contacted"},
+        "won": set(),
+        "lost": {"contacted"},
+    }
+
+    email = models.EmailField(blank=True, db_index=True, help_text="Stored lower-case.")
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    company = models.CharField(max_length=200, blank=True)
+    title = models.CharField(max_length=200, blank=True)
+    country = models.CharField(max_length=2, blank=True, db_index=True, help_text="ISO 3166 alpha-2")
+    region = models.CharField(max_length=100, blank=True)
+    postcode = models.CharField(max_length=20, blank=True)
+    industry = models.CharField(max_length=100, blank=True, db_index=True)
+    company_size = models.PositiveIntegerField(null=True, blank=True)
+    product = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=100, blank=True, db_index=True)
+    score = models.PositiveSmallIntegerField(null=True, blank=True)
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    value = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    extra = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.UNASSIGNED)
+    owner = models.ForeignKey(
+        "reps.Rep", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
+    )
+    pool = models.ForeignKey(
+        "routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
+    )
+    rule = models.ForeignKey(
+        "routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
+    )
+
+    # The raw material of speed-to-lead: each stage's first moment.
+    routed_at = models.DateTimeField(null=True, blank=True)
+    pooled_at = models.DateTimeField(null=True, blank=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    first_touch_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    # The clock: deadlines the sweeper looks for, and how far up the ladder it went.
+    sla_due_at = models.DateTimeField(null=True, blank=True)
+    escalation_step = models.PositiveSmallIntegerField(default=0)
+    reassign_count = models.PositiveSmallIntegerField(default=0)
+    pool_due_at = models.DateTimeField(null=True, blank=True)
+    pool_stage = models.CharField(max_length=12, blank=True, help_text="Pool timeout stage already taken.")
+
+    merged_count = models.PositiveIntegerField(default=0)
+    import_job = models.ForeignKey(
+        "routing.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LeadQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="lead_status_received"),
+            models.Index(fields=["owner", "status"], name="lead_owner_status"),
+            models.Index(fields=["pool", "status"], name="lead_pool_status"),
+            models.Index(fields=["owner", "assigned_at"], name="lead_owner_assigned"),
+            # Partial indexes keep the sweeps' scans to the handful of leads that can be due.
+            models.Index(
+                fields=["sla_due_at"],
+                name="lead_sla_due_open",
+                condition=models.Q(first_touch_at__isnull=True, status="assigned"),
+            ),
+            models.Index(
+                fields=["pool_due_at"],
+                name="lead_pool_due_waiting",
+                condition=models.Q(status="pooled"),
+            ),
+        ]
+        permissions = [
+            ("reassign_lead", "Can reassign leads to another rep"),
+            ("import_leads", "Can import leads"),
+            ("view_reports", "Can view reports"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.full_name or self.email or self.phone or f"lead {self.pk}"
+        return f"{who} ({self.company})" if self.company else who
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+    def can_become(self, status: str) -> bool:
+        return status in self.TRANSITIONS.get(self.status, set())
+
+
+class LeadEvent(models.Model):
+    class Kind(models.TextChoices):
+        RECEIVED = "received", "Received"
+        MERGED = "merged", "Merged duplicate"
+        ROUTED = "routed", "Routed"
+        UNASSIGNED = "unassigned", "Left unassigned"
+        POOLED = "pooled", "Sent to pool"
+        ANNOUNCED = "announced", "Announced"
+        CLAIMED = "claimed", "Claimed"
+        CLAIM_REFUSED = "claim_refused", "Claim refused"
+        RELEASED = "released", "Released"
+        STATUS_CHANGED = "status_changed", "Status changed"
+        SLA_BREACHED = "sla_breached", "SLA breached"
+        ESCALATED = "escalated", "Escalated"
+        REASSIGNED = "reassigned", "Reassigned"
+        NOTIFIED = "notified", "Notified"
+        MANUAL_ASSIGNED = "manual_assigned", "Manually assigned"
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rep = models.ForeignKey("reps.Rep", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    rule = models.ForeignKey("routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    pool = models.ForeignKey("routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [
+            models.Index(fields=["lead", "at"], name="event_lead_at"),
+            models.Index(fields=["kind", "at"], name="event_kind_at"),
+            models.Index(fields=["rep", "kind", "at"], name="event_rep_kind_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.at:%Y-%m-%d %H:%M}"
