@@ -1,20 +1,112 @@
-"""Shared pools: entering, claiming, releasing and pool timeouts.
+"""Shared pools: entering, announcing, claiming, releasing and pool timeouts.
 
-(Skeleton: the pools work fills this in. `lead_enter_pool` is what routing calls.)
+Exactly-once claims rest on two database guarantees, not on application locks:
+- the claim itself is one conditional UPDATE (`WHERE id = … AND owner IS NULL AND status = 'pooled'`):
+  of two concurrent claimers the second re-checks the WHERE after the first commits and matches 0 rows;
+- the claim limit is counted while holding a row lock on the claimer's PoolMembership, so two claims
+  by the same rep are serialised and cannot both see "4 of 5".
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import random
+from dataclasses import dataclass
 
+from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
-from routing.models import Lead, LeadEvent, Pool
-from routing.services import record_event
+from reps.availability import schedule_for
+from reps.models import Rep
+from routing.models import Lead, LeadEvent, Pool, PoolMembership
+from routing.models.pools import PoolAnnouncement
+from routing.notify import lead_notify
+from routing.services import LeadError, record_event
+from routing.sla import sla_due_at, sla_minutes_for
+
+# Statuses of a lead a member still "holds" once claimed: it counts against the pool's claim_limit.
+HELD_STATUSES = ["assigned", "contacted", "qualified"]
+# A claimed lead with no SLA is treated as hoarded when untouched this long.
+HOARD_AFTER_WITHOUT_SLA = dt.timedelta(hours=4)
+
+
+class NotAMember(LeadError):
+    """The rep is not in the lead's pool (HTTP 403)."""
+
+
+class ClaimRefused(LeadError):
+    """Refused politely: taken already, at the limit, or no longer waiting (HTTP 409)."""
+
+    def __init__(self, message: str, *, reason: str, **detail) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.detail = detail
+
+
+class ReleaseRefused(LeadError):
+    pass
+
+
+# -- who can be told / can claim ------------------------------------------------------------------
+
+
+def held_counts(pool: Pool, rep_ids: list[int] | None = None) -> dict[int, int]:
+    """Open leads each member holds that were claimed from `pool`."""
+    qs = Lead.objects.filter(pool=pool, claimed_at__isnull=False, status__in=HELD_STATUSES, owner__isnull=False)
+    if rep_ids is not None:
+        qs = qs.filter(owner_id__in=rep_ids)
+    return dict(qs.values_list("owner_id").annotate(n=Count("id")))
+
+
+def claims_since(pool: Pool, since: dt.datetime, rep_ids: list[int] | None = None) -> dict[int, int]:
+    qs = LeadEvent.objects.filter(pool=pool, kind=LeadEvent.Kind.CLAIMED, at__gte=since, rep__isnull=False)
+    if rep_ids is not None:
+        qs = qs.filter(rep_id__in=rep_ids)
+    return dict(qs.values_list("rep_id").annotate(n=Count("id")))
+
+
+@dataclass
+class MemberState:
+    rep: Rep
+    held: int
+    claimed_24h: int
+    reason: str | None  # why the member cannot take a lead now; None = available
+
+
+def member_states(pool: Pool, now: dt.datetime) -> list[MemberState]:
+    reps = list(
+        Rep.objects.filter(pool_memberships__pool=pool)
+        .select_related("user")
+        .prefetch_related("working_hours", "time_off")
+    )
+    ids = [r.pk for r in reps]
+    held = held_counts(pool, ids)
+    daily = claims_since(pool, now - dt.timedelta(hours=24), ids) if pool.daily_claim_cap else {}
+    out = []
+    for rep in reps:
+        reason = schedule_for(rep).unavailable_reason(now)
+        h, d = held.get(rep.pk, 0), daily.get(rep.pk, 0)
+        if reason is None and pool.claim_limit is not None and h >= pool.claim_limit:
+            reason = f"at the claim limit ({h} of {pool.claim_limit})"
+        if reason is None and pool.daily_claim_cap is not None and d >= pool.daily_claim_cap:
+            reason = f"at the daily claim cap ({d} of {pool.daily_claim_cap})"
+        out.append(MemberState(rep=rep, held=h, claimed_24h=d, reason=reason))
+    return out
+
+
+def available_members(pool: Pool, now: dt.datetime) -> list[Rep]:
+    return [m.rep for m in member_states(pool, now) if m.reason is None]
+
+
+# -- entering and announcing ----------------------------------------------------------------------
 
 
 def lead_enter_pool(lead: Lead, pool: Pool, *, rule=None, now: dt.datetime | None = None, actor=None) -> Lead:
-    """Put an unowned lead into `pool` (inside the caller's transaction) and write the `pooled` event."""
+    """Put an unowned lead into `pool` (inside the caller's transaction) and write the `pooled` event.
+
+    A shotgun pool announces the lead at once to every member who could take it.
+    """
     now = now or timezone.now()
     lead.status = Lead.Status.POOLED
     lead.pool = pool
@@ -22,8 +114,301 @@ def lead_enter_pool(lead: Lead, pool: Pool, *, rule=None, now: dt.datetime | Non
     lead.rule = rule
     lead.pooled_at = lead.pooled_at or now
     lead.routed_at = lead.routed_at or now
-    if pool.window_minutes:
-        lead.pool_due_at = now + dt.timedelta(minutes=pool.window_minutes)
-    lead.save(update_fields=["status", "pool", "owner", "rule", "pooled_at", "routed_at", "pool_due_at", "updated_at"])
+    lead.pool_due_at = now + dt.timedelta(minutes=pool.window_minutes) if pool.window_minutes else None
+    lead.pool_stage = ""
+    lead.save(
+        update_fields=[
+            "status", "pool", "owner", "rule", "pooled_at", "routed_at", "pool_due_at", "pool_stage", "updated_at"
+        ]
+    )
     record_event(lead, LeadEvent.Kind.POOLED, at=now, actor=actor, pool=pool, rule=rule, mode=pool.mode)
+    if pool.mode == Pool.Mode.SHOTGUN:
+        lead_announce(lead, pool, now=now, actor=actor)
     return lead
+
+
+def lead_announce(lead: Lead, pool: Pool, *, now: dt.datetime, actor=None, reason: str = "entered") -> list[Rep]:
+    """Tell every available member of `pool` about `lead` at once (inside the caller's transaction).
+
+    Writes the `announced` event naming who was told, the board's announcement rows, and queues the
+    notification for after commit so a rolled-back announcement tells no one.
+    """
+    states = member_states(pool, now)
+    told = [m.rep for m in states if m.reason is None]
+    skipped = {m.rep.username: m.reason for m in states if m.reason is not None}
+    # A re-announcement (after a release or a timeout) replaces the earlier one.
+    PoolAnnouncement.objects.filter(lead=lead).delete()
+    PoolAnnouncement.objects.bulk_create([PoolAnnouncement(lead=lead, rep=r, pool=pool, at=now) for r in told])
+    rep_ids = [r.pk for r in told]
+    record_event(
+        lead, LeadEvent.Kind.ANNOUNCED, at=now, actor=actor, pool=pool,
+        rep_ids=rep_ids, reps=[r.username for r in told], skipped=skipped, reason=reason,
+    )
+    if rep_ids:
+        lead_id = lead.pk
+        transaction.on_commit(lambda: lead_notify(lead_id, "announced", rep_ids=rep_ids))
+    return told
+
+
+# -- claiming -------------------------------------------------------------------------------------
+
+
+def _membership(lead_pool_id: int | None, rep: Rep) -> PoolMembership | None:
+    if lead_pool_id is None:
+        return None
+    return PoolMembership.objects.filter(pool_id=lead_pool_id, rep=rep).first()
+
+
+def _sla_due(lead: Lead, rep: Rep, now: dt.datetime) -> dt.datetime | None:
+    minutes = sla_minutes_for(lead)
+    return sla_due_at(rep, now, minutes) if minutes else None
+
+
+def _refuse(lead: Lead, pool: Pool, rep: Rep, actor, now: dt.datetime, message: str, reason: str, **detail):
+    record_event(
+        lead, LeadEvent.Kind.CLAIM_REFUSED, at=now, actor=actor, rep=rep, pool=pool,
+        reason=reason, message=message, **detail,
+    )
+    return ClaimRefused(message, reason=reason, **detail)
+
+
+def lead_for_claim(rep: Rep, pk: int) -> Lead:
+    """The lead a rep tries to claim, scoped by permission: Lead.DoesNotExist unless it is (or was)
+    in one of their pools, NotAMember for a waiting lead of someone else's pool. A lead pushed to
+    another rep is never revealed."""
+    lead = Lead.objects.select_related("pool", "owner__user").get(pk=pk, pool__isnull=False)
+    if lead.owner_id == rep.pk:
+        return lead
+    if not PoolMembership.objects.filter(pool_id=lead.pool_id, rep=rep).exists():
+        if lead.status == Lead.Status.POOLED and lead.owner_id is None:
+            raise NotAMember("You are not a member of this lead's pool.")
+        raise Lead.DoesNotExist
+    return lead
+
+
+def lead_claim(lead: Lead, *, rep: Rep, actor=None, now: dt.datetime | None = None) -> Lead:
+    """Claim a waiting pool lead for `rep`. Exactly one concurrent claimer wins.
+
+    Raises NotAMember (the rep is not in the lead's pool; nothing is written) or ClaimRefused
+    (taken, at the limit, not waiting; a `claim_refused` event says why). A repeat claim by the
+    current owner (a double click) returns the lead without a second claim.
+    """
+    now = now or timezone.now()
+    refusal: ClaimRefused | None = None
+    with transaction.atomic():
+        current = Lead.objects.select_related("pool", "rule", "owner__user").get(pk=lead.pk)
+        pool = current.pool
+        membership = _membership(current.pool_id, rep)
+        if membership is None:
+            raise NotAMember("You are not a member of the pool this lead is in.")
+        # Serialise this member's claims: the limit check below and the UPDATE commit together.
+        PoolMembership.objects.select_for_update().filter(pk=membership.pk).get()
+        if current.owner_id == rep.pk:
+            return current
+        held = held_counts(pool, [rep.pk]).get(rep.pk, 0)
+        claimed_today = (
+            claims_since(pool, now - dt.timedelta(hours=24), [rep.pk]).get(rep.pk, 0) if pool.daily_claim_cap else 0
+        )
+        if pool.claim_limit is not None and held >= pool.claim_limit:
+            refusal = _refuse(
+                current, pool, rep, actor, now,
+                f"You hold {held} of {pool.claim_limit} leads from the {pool.name} pool. "
+                "Work or release one before claiming another.",
+                "claim_limit", held=held, limit=pool.claim_limit,
+            )
+        elif pool.daily_claim_cap is not None and claimed_today >= pool.daily_claim_cap:
+            refusal = _refuse(
+                current, pool, rep, actor, now,
+                f"You claimed {claimed_today} of {pool.daily_claim_cap} leads allowed from the {pool.name} pool "
+                "in 24 hours.",
+                "daily_cap", claimed=claimed_today, cap=pool.daily_claim_cap,
+            )
+        else:
+            sla_due = _sla_due(current, rep, now)
+            won = Lead.objects.filter(
+                pk=current.pk, owner__isnull=True, status=Lead.Status.POOLED, pool=pool
+            ).update(
+                owner=rep, status=Lead.Status.ASSIGNED, claimed_at=now, assigned_at=now,
+                sla_due_at=sla_due, escalation_step=0, pool_due_at=None, updated_at=now,
+            )
+            if won == 1:
+                current.refresh_from_db()
+                PoolAnnouncement.objects.filter(lead=current).delete()
+                record_event(current, LeadEvent.Kind.CLAIMED, at=now, actor=actor, rep=rep, pool=pool,
+                             held=held + 1, limit=pool.claim_limit)
+                return current
+            refusal = _refuse_taken(current.pk, pool, rep, actor, now)
+    # The refusal event is committed; the caller gets the reason.
+    raise refusal
+
+
+def _refuse_taken(lead_id: int, pool: Pool, rep: Rep, actor, now: dt.datetime) -> ClaimRefused:
+    lead = Lead.objects.select_related("owner__user").get(pk=lead_id)
+    if lead.owner_id is None:
+        return _refuse(lead, pool, rep, actor, now, "This lead is no longer waiting in the pool.", "not_waiting",
+                       status=lead.status)
+    when = lead.claimed_at or lead.assigned_at or now
+    who = lead.owner.display_name
+    return _refuse(
+        lead, pool, rep, actor, now,
+        f"Already claimed by {who} at {when:%Y-%m-%d %H:%M} UTC.",
+        "taken", owner=lead.owner.username, owner_name=who, claimed_at=when.isoformat(),
+    )
+
+
+# -- giving back ----------------------------------------------------------------------------------
+
+
+def _back_to_pool(lead: Lead, pool: Pool, *, expected_owner_id: int, now: dt.datetime) -> bool:
+    return (
+        Lead.objects.filter(pk=lead.pk, owner_id=expected_owner_id, pool=pool, status=Lead.Status.ASSIGNED).update(
+            owner=None, status=Lead.Status.POOLED, claimed_at=None, assigned_at=None, sla_due_at=None,
+            escalation_step=0, pool_stage="", updated_at=now,
+            pool_due_at=now + dt.timedelta(minutes=pool.window_minutes) if pool.window_minutes else None,
+        )
+        == 1
+    )
+
+
+def lead_release(
+    lead: Lead, *, rep: Rep, reason: str = "", actor=None, now: dt.datetime | None = None, taken_back: bool = False
+) -> Lead:
+    """Give a claimed lead back to its pool (only before it was worked: status `assigned`).
+
+    Writes `released` with the reason; a shotgun pool announces it again.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        current = Lead.objects.select_related("pool").get(pk=lead.pk)
+        if current.owner_id != rep.pk:
+            raise ReleaseRefused("You do not hold this lead.")
+        if current.pool is None:
+            raise ReleaseRefused("This lead was not taken from a pool, so there is no pool to give it back to.")
+        if current.status != Lead.Status.ASSIGNED:
+            raise ReleaseRefused(f"A {current.get_status_display().lower()} lead cannot go back to the pool.")
+        pool = current.pool
+        if not _back_to_pool(current, pool, expected_owner_id=rep.pk, now=now):
+            raise ReleaseRefused("This lead changed hands meanwhile; reload and try again.")
+        current.refresh_from_db()
+        record_event(current, LeadEvent.Kind.RELEASED, at=now, actor=actor, rep=rep, pool=pool,
+                     reason=reason or "no reason given", taken_back=taken_back)
+        if pool.mode == Pool.Mode.SHOTGUN:
+            lead_announce(current, pool, now=now, actor=actor, reason="released")
+    return current
+
+
+def lead_take_back(lead: Lead, *, actor, reason: str = "", now: dt.datetime | None = None) -> Lead:
+    """A manager returns a claimed lead to its pool (e.g. a hoarded lead)."""
+    current = Lead.objects.select_related("owner").get(pk=lead.pk)
+    if current.owner is None:
+        raise ReleaseRefused("Nobody holds this lead.")
+    return lead_release(current, rep=current.owner, reason=reason or "taken back by a manager", actor=actor,
+                        now=now, taken_back=True)
+
+
+# -- timeouts -------------------------------------------------------------------------------------
+
+
+def _load_balanced(reps: list[Rep], now: dt.datetime) -> Rep | None:
+    """Lowest open leads ÷ capacity, ties at random — the engine's rule (routing/engine.py keeps its
+    version private to its pure data types, so this is the same rule over model instances)."""
+    if not reps:
+        return None
+    load = dict(
+        Lead.objects.filter(owner__in=reps, status__in=Lead.LOAD_STATUSES)
+        .values_list("owner_id")
+        .annotate(n=Count("id"))
+    )
+    day = dict(
+        Lead.objects.filter(owner__in=reps, assigned_at__gte=now - dt.timedelta(hours=24))
+        .values_list("owner_id")
+        .annotate(n=Count("id"))
+    )
+    free = [
+        r for r in reps
+        if (r.capacity is None or load.get(r.pk, 0) < r.capacity)
+        and (r.daily_cap is None or day.get(r.pk, 0) < r.daily_cap)
+    ]
+    # Unlimited capacity counts as the largest capacity present, so unlimited reps share by open count.
+    default_cap = max([r.capacity for r in free if r.capacity] or [1])
+    scored = [(load.get(r.pk, 0) / (r.capacity or default_cap), r) for r in free]
+    if not scored:
+        return None
+    best = min(s for s, _ in scored)
+    return random.choice([r for s, r in scored if s == best])
+
+
+def _push(lead: Lead, pool: Pool, now: dt.datetime) -> bool:
+    rep = _load_balanced(available_members(pool, now), now)
+    if rep is None:
+        record_event(lead, LeadEvent.Kind.UNASSIGNED, at=now, pool=pool, reason="pool timeout: no member available",
+                     action="push")
+        return False
+    done = Lead.objects.filter(pk=lead.pk, owner__isnull=True, status=Lead.Status.POOLED).update(
+        owner=rep, status=Lead.Status.ASSIGNED, assigned_at=now, sla_due_at=_sla_due(lead, rep, now), escalation_step=0,
+        updated_at=now,
+    )
+    if done != 1:
+        return False
+    PoolAnnouncement.objects.filter(lead=lead).delete()
+    record_event(lead, LeadEvent.Kind.ROUTED, at=now, rep=rep, pool=pool, strategy="load_balanced",
+                 reason=f"unclaimed for {pool.window_minutes} minutes in the {pool.name} pool")
+    lead_id = lead.pk
+    transaction.on_commit(lambda: lead_notify(lead_id, "assigned"))
+    return True
+
+
+def pool_timeout_sweep(now: dt.datetime | None = None) -> dict[str, int]:
+    """Apply each overdue pool lead's `on_timeout` action once.
+
+    `Lead.pool_stage` records the action taken, and the stage is claimed with a conditional UPDATE
+    before acting, so a second sweep at the same `now` (or a concurrent worker) does nothing.
+    Returns counts per action.
+    """
+    now = now or timezone.now()
+    counts = {"shotgun": 0, "push": 0, "escalate": 0, "stay": 0, "push_failed": 0}
+    due = list(
+        Lead.objects.filter(status=Lead.Status.POOLED, owner__isnull=True, pool__isnull=False, pool_stage="",
+                            pool_due_at__lte=now)
+        .order_by("pool_due_at")
+        .values_list("pk", flat=True)
+    )
+    for lead_id in due:
+        with transaction.atomic():
+            lead = Lead.objects.select_related("pool", "rule").filter(pk=lead_id).first()
+            if lead is None or lead.pool is None:
+                continue
+            pool = lead.pool
+            action = pool.on_timeout
+            taken = Lead.objects.filter(
+                pk=lead_id, status=Lead.Status.POOLED, owner__isnull=True, pool_stage=""
+            ).update(pool_stage=action)
+            if taken != 1:
+                continue
+            lead.pool_stage = action
+            if action == Pool.OnTimeout.SHOTGUN:
+                lead_announce(lead, pool, now=now, reason="pool timeout")
+            elif action == Pool.OnTimeout.PUSH:
+                if not _push(lead, pool, now):
+                    counts["push_failed"] += 1
+                    continue
+            elif action == Pool.OnTimeout.ESCALATE:
+                manager_ids = list(pool.managers.values_list("pk", flat=True))
+                record_event(lead, LeadEvent.Kind.ESCALATED, at=now, pool=pool, reason="pool timeout",
+                             rep_ids=manager_ids, window_minutes=pool.window_minutes)
+                transaction.on_commit(
+                    lambda lead_id=lead_id, ids=manager_ids: lead_notify(lead_id, "pool_timeout", rep_ids=ids)
+                )
+            counts[action] += 1
+    return counts
+
+
+# -- read side for the manager's pages ------------------------------------------------------------
+
+
+def hoarded_leads(pool: Pool, now: dt.datetime):
+    """Leads claimed from `pool` and not touched within their SLA (or a default window without one)."""
+    return Lead.objects.filter(
+        Q(sla_due_at__lt=now) | Q(sla_due_at__isnull=True, claimed_at__lt=now - HOARD_AFTER_WITHOUT_SLA),
+        pool=pool, claimed_at__isnull=False, first_touch_at__isnull=True, status=Lead.Status.ASSIGNED,
+    )

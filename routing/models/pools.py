@@ -51,3 +51,21 @@ class PoolMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rep} in {self.pool}"
+
+
+class PoolAnnouncement(models.Model):
+    """One member told about one waiting lead (shotgun). The board's banner reads these rows, so a
+    rep only sees what was actually announced to them — never leads announced while they were away."""
+
+    lead = models.ForeignKey("routing.Lead", on_delete=models.CASCADE, related_name="announcements")
+    rep = models.ForeignKey("reps.Rep", on_delete=models.CASCADE, related_name="announcements")
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="announcements")
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-at"]
+        constraints = [models.UniqueConstraint(fields=["lead", "rep"], name="unique_announcement")]
+        indexes = [models.Index(fields=["rep", "at"], name="announcement_rep_at")]
+
+    def __str__(self) -> str:
+        return f"lead {self.lead_id} → {self.rep}"
