@@ -4,5 +4,13 @@ from routing.views import board, intake
 
 urlpatterns = [
     path("board/", board.board, name="board"),
+    path("board/poll/", board.board_poll, name="board_poll"),
+    path("board/leads/<int:pk>/", board.lead_detail, name="board_lead"),
+    path("board/leads/<int:pk>/claim/", board.claim, name="board_claim"),
+    path("board/leads/<int:pk>/release/", board.release, name="board_release"),
+    path("board/leads/<int:pk>/status/", board.set_status, name="board_status"),
+    path("pools/", board.pools_overview, name="pools"),
+    path("pools/<int:pk>/", board.pool_detail, name="pool_detail"),
+    path("pools/leads/<int:pk>/take-back/", board.take_back, name="pool_take_back"),
     path("intake/", intake.intake_home, name="intake"),
 ]
