@@ -6,12 +6,29 @@ Every change of hands writes a LeadEvent in the same transaction as the change.
 from __future__ import annotations
 
 import datetime as dt
+import random
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
-from routing.models import Lead, LeadEvent
+from reps.availability import schedule_for
+from reps.models import Rep
+from routing import selectors
+from routing.engine import (
+    CandidateState,
+    CursorState,
+    Decision,
+    Roster,
+    decide,
+    lead_data,
+)
+from routing.models import Lead, LeadEvent, Pool, Rule, RuleCursor, RuleSet
+from routing.models.lead import LEAD_FIELDS
+from routing.rulefile import RuleFileError, known_names_from_db, ruleset_validate
 
 
 class LeadError(Exception):
@@ -62,10 +79,524 @@ def lead_set_status(lead: Lead, status: str, *, actor=None, now: dt.datetime | N
     return lead
 
 
-def route_leads(lead_ids: list[int], *, now: dt.datetime | None = None, actor=None) -> dict[str, int]:
-    """Route the given unassigned leads with the published rule set.
 
-    Returns counts {"assigned", "pooled", "unassigned"}. (Placeholder until the engine lands:
-    every lead stays unassigned.)
+# -- rule sets ---------------------------------------------------------------------------------
+
+
+class RuleSetRefused(LeadError):
+    """A rule-set change that is not allowed (publishing an archived version, nothing to roll back to)."""
+
+
+def ruleset_create_draft(data: Any, *, actor=None, note: str = "", check_names: bool = True) -> RuleSet:
+    """Validate a rule-set dict and store it as a new draft version (version = latest + 1).
+
+    Raises RuleFileError listing every fault; nothing is written then.
     """
-    return {"assigned": 0, "pooled": 0, "unassigned": len(lead_ids)}
+    canonical = ruleset_validate(data, known_names_from_db() if check_names else None)
+    with transaction.atomic():
+        # Lock the newest version so two loads cannot both take the same next number.
+        latest = RuleSet.objects.select_for_update().order_by("-version").first()
+        version = (latest.version if latest else 0) + 1
+        rule_set = RuleSet.objects.create(
+            name=canonical["name"], version=version, status=RuleSet.Status.DRAFT,
+            fallback=canonical["fallback"], created_by=actor, note=note[:300],
+        )
+        wanted = {r["pool"] for r in [*canonical["rules"], canonical["fallback"] or {}] if r.get("pool")}
+        pools = {p.name: p for p in Pool.objects.filter(name__in=wanted)}
+        rows = [_rule_row(rule_set, r, i, pools) for i, r in enumerate(canonical["rules"])]
+        if canonical["fallback"]:
+            rows.append(_rule_row(rule_set, canonical["fallback"], len(rows), pools, fallback=True))
+        Rule.objects.bulk_create(rows)
+    return rule_set
+
+
+def _rule_row(rule_set: RuleSet, r: dict, position: int, pools: dict[str, Pool], *, fallback: bool = False) -> Rule:
+    return Rule(
+        rule_set=rule_set,
+        position=position,
+        name="fallback" if fallback else r["name"],
+        is_fallback=fallback,
+        conditions=r.get("when_any") or r.get("when") or [],
+        match_any="when_any" in r,
+        candidates=r.get("candidates") or {},
+        strategy=r.get("strategy", ""),
+        pool=pools.get(r["pool"]) if r.get("pool") else None,
+        sla_minutes=r.get("sla_minutes"),
+        escalate_to=r.get("escalate_to") or [],
+        ladder=r.get("ladder") or [],
+        max_reassignments=r.get("max_reassignments"),
+    )
+
+
+def ruleset_publish(rule_set: RuleSet, *, actor=None, now: dt.datetime | None = None) -> RuleSet:
+    """Put a draft in force; the version in force until now is archived (history keeps who and when)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        rule_set = RuleSet.objects.select_for_update().get(pk=rule_set.pk)
+        if rule_set.status == RuleSet.Status.PUBLISHED:
+            return rule_set
+        if rule_set.status != RuleSet.Status.DRAFT:
+            raise RuleSetRefused(
+                f"v{rule_set.version} is archived: roll back to bring an earlier version back as a new one"
+            )
+        list(RuleSet.objects.select_for_update().filter(status=RuleSet.Status.PUBLISHED))
+        RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).update(status=RuleSet.Status.ARCHIVED)
+        rule_set.status = RuleSet.Status.PUBLISHED
+        rule_set.published_at = now
+        rule_set.published_by = actor
+        rule_set.save(update_fields=["status", "published_at", "published_by"])
+    return rule_set
+
+
+def ruleset_rollback(*, actor=None, now: dt.datetime | None = None) -> RuleSet:
+    """Bring back the version that was in force before the current one, as a new published version.
+
+    Copying (rather than re-activating the old row) keeps the history linear: every publish is a
+    version with its own who/when, and the note says which version it restores.
+    """
+    current = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+    previous = (
+        RuleSet.objects.filter(status=RuleSet.Status.ARCHIVED, published_at__isnull=False)
+        .exclude(pk=getattr(current, "pk", None))
+        .order_by("-published_at", "-version")
+        .first()
+    )
+    if previous is None:
+        raise RuleSetRefused("no earlier published version to roll back to")
+    with transaction.atomic():
+        copy = ruleset_create_draft(
+            ruleset_to_dict(previous), actor=actor, note=f"Rollback to v{previous.version}", check_names=False
+        )
+        return ruleset_publish(copy, actor=actor, now=now)
+
+
+def ruleset_to_dict(rule_set: RuleSet) -> dict:
+    """The rule set in the rule-file format (what export_rules prints)."""
+    return selectors.ruleset_data(rule_set)
+
+
+def ruleset_preview(
+    draft: RuleSet, *, days: int = 30, now: dt.datetime | None = None, limit: int = 2000, sample: int = 50
+) -> dict[str, Any]:
+    """What would change if `draft` were in force: the leads received in the last `days` days
+    replayed through the published version and through the draft, per rep, plus a sample of
+    leads that would go elsewhere, with the draft's reason.
+
+    Each lead is judged at its own arrival time against today's team and load; rotation pointers
+    are copied into memory, so a preview never moves a real pointer.
+    """
+    now = now or timezone.now()
+    since = now - dt.timedelta(days=days)
+    leads = list(
+        Lead.objects.filter(received_at__gte=since, received_at__lte=now).order_by("-received_at")[:limit]
+    )
+    leads.reverse()
+    states = selectors.candidate_states(now, since=since)
+    published = selectors.published_ruleset()
+    drafted = selectors.ruleset_load(draft)
+    sides: dict[str, Any] = {}
+    for side, loaded in (("published", published), ("draft", drafted)):
+        if loaded is None:
+            sides[side] = [None] * len(leads)
+            continue
+        roster = Roster([_copy_state(c) for c in states])
+        keys = [r.key for r in loaded.compiled.all_rules()]
+        cursors = {k: c.copy() for k, c in selectors.cursors_load(keys).items()}
+        rng = random.Random(0)
+        out = []
+        for lead in leads:
+            d = decide(lead_data(lead, LEAD_FIELDS), loaded.compiled, roster, cursors, lead.received_at, rng)
+            cursors.update(d.cursors)
+            out.append(d)
+        sides[side] = out
+    per: dict[tuple[str, str], Counter] = {}
+    changed = []
+    for i, lead in enumerate(leads):
+        keys = {}
+        for side in ("published", "draft"):
+            d = sides[side][i]
+            key = _preview_key(d)
+            keys[side] = key
+            per.setdefault(key, Counter())[side] += 1
+        if keys["published"] != keys["draft"]:
+            changed.append((lead, sides["published"][i], sides["draft"][i]))
+    rows = [
+        {"kind": kind, "name": name, "published": c["published"], "draft": c["draft"],
+         "change": c["draft"] - c["published"]}
+        for (kind, name), c in sorted(per.items())
+    ]
+    return {
+        "leads": len(leads),
+        "days": days,
+        "published_version": published.rule_set.version if published else None,
+        "draft_version": draft.version,
+        "per_rep": rows,
+        "changed": len(changed),
+        "sample": [
+            {"lead": lead.pk, "label": str(lead), "received_at": lead.received_at.isoformat(),
+             "published": _preview_side(p), "draft": _preview_side(d), "reason": _chosen_reason(d)}
+            for lead, p, d in changed[:sample]
+        ],
+    }
+
+
+def _copy_state(c: CandidateState) -> CandidateState:
+    return CandidateState(**{f: getattr(c, f) for f in c.__dataclass_fields__})
+
+
+def _preview_key(d: Decision | None) -> tuple[str, str]:
+    if d is None or d.outcome == "unassigned":
+        return ("unassigned", "(unassigned)")
+    if d.rep_username:
+        return ("rep", d.rep_username)
+    return ("pool", d.pool_name or "")
+
+
+def _preview_side(d: Decision | None) -> dict[str, Any]:
+    if d is None:
+        return {"outcome": "unassigned", "rep": None, "pool": None, "rule": None}
+    return {"outcome": d.outcome, "rep": d.rep_username, "pool": d.pool_name, "rule": d.rule.name if d.rule else None}
+
+
+def _chosen_reason(d: Decision | None) -> str:
+    if d is None:
+        return "no published rule set"
+    if d.rule is None:
+        return d.summary()
+    last = d.trace[-1]
+    for c in last.candidates:
+        if c.chosen:
+            return f"rule {d.rule.name!r}: {c.username} {c.reason}"
+    return f"rule {d.rule.name!r}: {last.outcome}"
+
+
+# -- routing -----------------------------------------------------------------------------------
+
+# Leads per transaction in route_leads: long enough to amortise loading the roster, short
+# enough that concurrent routers and claimers do not wait long on the cursor locks.
+ROUTE_BATCH = 500
+
+
+def route_leads(
+    lead_ids: Iterable[int], *, now: dt.datetime | None = None, actor=None, notify: bool = True
+) -> dict[str, int]:
+    """Route the given unassigned leads with the published rule set, oldest first.
+
+    Returns counts {"assigned", "pooled", "unassigned"} (leads that are no longer unassigned are
+    left alone and not counted). Each batch is one transaction holding the rule set's cursor rows,
+    so concurrent routers take turns and round robin stays exact.
+    """
+    ids = list(dict.fromkeys(lead_ids))
+    counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
+    for start in range(0, len(ids), ROUTE_BATCH):
+        for key, n in _route_batch(ids[start:start + ROUTE_BATCH], now=now, actor=actor, notify=notify).items():
+            counts[key] += n
+    return counts
+
+
+def _lock_cursors(loaded: selectors.LoadedRuleSet | None) -> dict[str, RuleCursor]:
+    """Create any missing cursor rows, then lock all of the rule set's rows in one stable order
+    (by key) so two routers never deadlock and never both take the same turn."""
+    if loaded is None:
+        return {}
+    keys = sorted({r.key for r in loaded.compiled.all_rules() if not r.pool})
+    if not keys:
+        return {}
+    if RuleCursor.objects.filter(key__in=keys).count() < len(keys):
+        RuleCursor.objects.bulk_create([RuleCursor(key=k) for k in keys], ignore_conflicts=True)
+    return {c.key: c for c in RuleCursor.objects.select_for_update().filter(key__in=keys).order_by("key")}
+
+
+def _save_cursors(rows: dict[str, RuleCursor], cursors: dict[str, CursorState], changed: set[str],
+                  roster: Roster, now: dt.datetime) -> None:
+    dirty = []
+    for key in changed:
+        row = rows[key]
+        state = cursors[key]
+        row.state = state.to_json()
+        cand = roster.by_name.get(state.last or "")
+        row.last_rep_id = cand.rep_id if cand else None
+        row.updated_at = now
+        dirty.append(row)
+    if dirty:
+        RuleCursor.objects.bulk_update(dirty, ["state", "last_rep", "updated_at"])
+
+
+def _assign_fields(lead: Lead, cand: CandidateState, rule: Rule | None, sla: int | None, now: dt.datetime) -> None:
+    lead.owner_id = cand.rep_id
+    if lead.status in (Lead.Status.UNASSIGNED, Lead.Status.POOLED, Lead.Status.ASSIGNED):
+        lead.status = Lead.Status.ASSIGNED
+    lead.assigned_at = now
+    lead.routed_at = lead.routed_at or now
+    lead.rule = rule
+    lead.pool_due_at = None
+    lead.sla_due_at = cand.schedule.add_working_minutes(now, sla) if sla and lead.first_touch_at is None else None
+    lead.updated_at = now
+
+
+ASSIGN_FIELDS = ["owner", "status", "assigned_at", "routed_at", "rule", "pool_due_at", "sla_due_at", "updated_at"]
+
+
+def _signature(explanation: dict[str, Any]) -> dict[str, Any]:
+    """An unassigned explanation without its timestamp: the same reasons twice are not news."""
+    return {k: v for k, v in explanation.items() if k != "at"}
+
+
+def _unassigned_events(decisions: list[tuple[Lead, Decision]], now: dt.datetime, actor) -> list[LeadEvent]:
+    """One `unassigned` event per lead and distinct reason: route_pending runs every minute and
+    must not grow the timeline while nothing changes."""
+    if not decisions:
+        return []
+    ids = [lead.pk for lead, _ in decisions]
+    last_ids = (
+        LeadEvent.objects.filter(lead_id__in=ids).values("lead_id").annotate(m=Max("id")).values_list("m", flat=True)
+    )
+    last = {e.lead_id: e for e in LeadEvent.objects.filter(pk__in=list(last_ids)).only("lead_id", "kind", "detail")}
+    events = []
+    for lead, d in decisions:
+        detail = d.explanation()
+        prev = last.get(lead.pk)
+        same = prev is not None and prev.kind == LeadEvent.Kind.UNASSIGNED
+        if same and _signature(prev.detail) == _signature(detail):
+            continue
+        events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.UNASSIGNED, at=now, actor=actor, detail=detail))
+    return events
+
+
+def _no_rules(lead: Lead, now: dt.datetime) -> Decision:
+    return Decision(None, None, None, [], now=now, note="no published rule set")
+
+
+def _enter_pool(lead: Lead, pool: Pool, rule: Rule | None, d: Decision, now: dt.datetime, actor) -> None:
+    from routing.pools import lead_enter_pool
+
+    lead_enter_pool(lead, pool, rule=rule, now=now, actor=actor)
+    # The pooled event is the pools module's; the explanation of why this pool rides along on it.
+    event = LeadEvent.objects.filter(lead=lead, kind=LeadEvent.Kind.POOLED).order_by("-id").first()
+    if event is not None:
+        event.detail = {**event.detail, **d.explanation()}
+        event.save(update_fields=["detail"])
+
+
+def _notify_on_commit(lead_ids: list[int], kind: str) -> None:
+    if not lead_ids:
+        return
+
+    def send() -> None:
+        from routing.notify import lead_notify
+
+        for pk in lead_ids:
+            lead_notify(pk, kind)
+
+    transaction.on_commit(send)
+
+
+def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool) -> dict[str, int]:
+    counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
+    with transaction.atomic():
+        loaded = selectors.published_ruleset()
+        rows = _lock_cursors(loaded)
+        # The clock is read after the locks: assignment times then follow the order of the turns.
+        now = now or timezone.now()
+        leads = list(
+            Lead.objects.select_for_update()
+            .filter(pk__in=ids, status=Lead.Status.UNASSIGNED)
+            .order_by("received_at", "id")
+        )
+        if not leads:
+            return counts
+        if loaded is None:
+            events = _unassigned_events([(lead, _no_rules(lead, now)) for lead in leads], now, actor)
+            LeadEvent.objects.bulk_create(events)
+            counts["unassigned"] = len(leads)
+            return counts
+        roster = selectors.roster_load(now)
+        cursors = {k: CursorState.from_json(r.state) for k, r in rows.items()}
+        changed: set[str] = set()
+        rng = random.Random()
+        assigned: list[Lead] = []
+        events: list[LeadEvent] = []
+        pooled: list[tuple[Lead, str, Rule | None, Decision]] = []
+        nobody: list[tuple[Lead, Decision]] = []
+        for lead in leads:
+            d = decide(lead_data(lead, LEAD_FIELDS), loaded.compiled, roster, cursors, now, rng)
+            if d.rep_username:
+                cand = roster.by_name[d.rep_username]
+                # Later leads of this batch must see this one in the rep's load and daily count.
+                cand.open_count += 1
+                cand.given_24h += 1
+                cursors.update(d.cursors)
+                changed.update(d.cursors)
+                rule = loaded.rule_for(d.rule.key)
+                _assign_fields(lead, cand, rule, d.rule.sla_minutes, now)
+                assigned.append(lead)
+                events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.ROUTED, at=now, actor=actor,
+                                        rep_id=cand.rep_id, rule=rule, detail=d.explanation()))
+            elif d.pool_name:
+                pooled.append((lead, d.pool_name, loaded.rule_for(d.rule.key), d))
+            else:
+                nobody.append((lead, d))
+        if assigned:
+            # Lock the owners' rows too: anything else that changes a rep's load takes the same lock.
+            list(Rep.objects.select_for_update().filter(pk__in={lead.owner_id for lead in assigned}).order_by("pk")
+                 .values_list("pk", flat=True))
+            Lead.objects.bulk_update(assigned, ASSIGN_FIELDS)
+        if pooled:
+            pools = {p.name: p for p in Pool.objects.filter(name__in={name for _, name, _, _ in pooled})}
+            for lead, name, rule, d in pooled:
+                if name in pools:
+                    _enter_pool(lead, pools[name], rule, d, now, actor)
+                    counts["pooled"] += 1
+                else:  # deleted since the rule set was loaded (Rule.pool protects against that)
+                    nobody.append((lead, d))
+        events.extend(_unassigned_events(nobody, now, actor))
+        LeadEvent.objects.bulk_create(events)
+        _save_cursors(rows, cursors, changed, roster, now)
+        counts["assigned"] = len(assigned)
+        counts["unassigned"] = len(nobody)
+        if notify:
+            _notify_on_commit([lead.pk for lead in assigned], "assigned")
+    return counts
+
+
+def _usernames(reps: Iterable[Any]) -> set[str]:
+    """Usernames from Rep instances, rep ids or usernames (callers have whichever is handy)."""
+    names: set[str] = set()
+    ids: list[int] = []
+    for r in reps:
+        if isinstance(r, Rep):
+            names.add(r.user.username)
+        elif isinstance(r, int):
+            ids.append(r)
+        elif r:
+            names.add(str(r))
+    if ids:
+        names.update(Rep.objects.filter(pk__in=ids).values_list("user__username", flat=True))
+    return names
+
+
+def lead_route(
+    lead: Lead,
+    *,
+    now: dt.datetime | None = None,
+    actor=None,
+    exclude_reps: Iterable[Any] = (),
+    apply: bool = True,
+) -> Decision:
+    """Route one lead with the published rules, leaving out `exclude_reps` (e.g. its current owner).
+
+    Returns the Decision with `owner` (Rep) / `pool` (Pool) filled in. With apply=False nothing is
+    written and no pointer moves. Applied to a lead that already has an owner, the event is
+    `reassigned` (detail: `from`, `to` and the explanation) and the notification "reassigned";
+    when nobody is available an owned lead keeps its owner. Escalation bookkeeping
+    (escalation_step, reassign_count) stays with the caller.
+    """
+    excluded = _usernames(exclude_reps)
+    with transaction.atomic():
+        loaded = selectors.published_ruleset()
+        rows = _lock_cursors(loaded) if apply else {}
+        now = now or timezone.now()
+        if apply:
+            lead = Lead.objects.select_for_update().select_related("owner__user").get(pk=lead.pk)
+        if loaded is None:
+            d = _no_rules(lead, now)
+            if apply and lead.owner_id is None:
+                LeadEvent.objects.bulk_create(_unassigned_events([(lead, d)], now, actor))
+            return d
+        roster = selectors.roster_load(now)
+        if rows:
+            cursors = {k: CursorState.from_json(r.state) for k, r in rows.items()}
+        else:
+            cursors = selectors.cursors_load(r.key for r in loaded.compiled.all_rules())
+        d = decide(lead_data(lead, LEAD_FIELDS), loaded.compiled, roster, cursors, now, random.Random(),
+                   exclude=excluded)
+        rule = loaded.rule_for(d.rule.key) if d.rule else None
+        if d.rep_username:
+            d.owner = Rep.objects.select_related("user", "team").get(pk=roster.by_name[d.rep_username].rep_id)
+        if d.pool_name:
+            d.pool = Pool.objects.filter(name=d.pool_name).first()
+        if not apply or lead.status in (Lead.Status.WON, Lead.Status.LOST):
+            return d
+        if d.owner is not None:
+            Rep.objects.select_for_update().filter(pk=d.owner.pk).exists()
+            previous = lead.owner
+            _assign_fields(lead, roster.by_name[d.rep_username], rule, d.rule.sla_minutes, now)
+            lead.save(update_fields=ASSIGN_FIELDS)
+            lead.owner = d.owner
+            detail = d.explanation()
+            if previous is not None and previous.pk != d.owner.pk:
+                detail = {"from": previous.user.username, "to": d.owner.user.username, **detail}
+                kind = LeadEvent.Kind.REASSIGNED
+            else:
+                kind = LeadEvent.Kind.ROUTED
+            LeadEvent.objects.create(lead=lead, kind=kind, at=now, actor=actor, rep=d.owner, rule=rule, detail=detail)
+            _save_cursors(rows, {**cursors, **d.cursors}, set(d.cursors), roster, now)
+            _notify_on_commit([lead.pk], "reassigned" if kind == LeadEvent.Kind.REASSIGNED else "assigned")
+        elif d.pool is not None:
+            _enter_pool(lead, d.pool, rule, d, now, actor)
+        elif lead.owner_id is None:
+            LeadEvent.objects.bulk_create(_unassigned_events([(lead, d)], now, actor))
+    return d
+
+
+def lead_assign_manual(lead: Lead, rep: Rep, *, actor, reason: str = "", now: dt.datetime | None = None) -> Lead:
+    """A manager gives the lead to `rep` — always possible (capacity and hours do not apply), always
+    logged as `manual_assigned` with the manager as actor."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        lead = Lead.objects.select_for_update().select_related("owner__user", "rule").get(pk=lead.pk)
+        if lead.status in (Lead.Status.WON, Lead.Status.LOST):
+            raise TransitionRefused(f"lead is closed ({lead.status})")
+        if lead.owner_id == rep.pk:
+            raise LeadError(f"{rep.user.username} already owns this lead")
+        rep = Rep.objects.select_for_update().select_related("user").get(pk=rep.pk)
+        previous = lead.owner
+        lead.owner = rep
+        if lead.status in (Lead.Status.UNASSIGNED, Lead.Status.POOLED, Lead.Status.ASSIGNED):
+            lead.status = Lead.Status.ASSIGNED
+        lead.assigned_at = now
+        lead.routed_at = lead.routed_at or now
+        lead.pool_due_at = None
+        if lead.rule and lead.rule.sla_minutes and lead.first_touch_at is None:
+            rep_full = Rep.objects.prefetch_related("working_hours", "time_off").get(pk=rep.pk)
+            lead.sla_due_at = schedule_for(rep_full).add_working_minutes(now, lead.rule.sla_minutes)
+        lead.save(update_fields=["owner", "status", "assigned_at", "routed_at", "pool_due_at", "sla_due_at",
+                                 "updated_at"])
+        record_event(lead, LeadEvent.Kind.MANUAL_ASSIGNED, at=now, actor=actor, rep=rep,
+                     **{"from": previous.user.username if previous else None, "to": rep.user.username,
+                        "reason": reason})
+        _notify_on_commit([lead.pk], "assigned")
+    return lead
+
+
+def lead_explain(lead: Lead, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Why the lead is where it is: the recorded explanation of its last routing, or — when it was
+    never routed — what the published rules would decide now (nothing is written)."""
+    kinds = [LeadEvent.Kind.ROUTED, LeadEvent.Kind.REASSIGNED, LeadEvent.Kind.UNASSIGNED, LeadEvent.Kind.POOLED]
+    head = {"lead": lead.pk, "status": lead.status,
+            "owner": lead.owner.user.username if lead.owner_id else None,
+            "pool": lead.pool.name if lead.pool_id else None}
+    for event in LeadEvent.objects.filter(lead=lead, kind__in=kinds).order_by("-at", "-id"):
+        if "tried" in (event.detail or {}):
+            return {**head, "source": "recorded", "event": event.kind, **event.detail}
+    now = now or timezone.now()
+    loaded = selectors.published_ruleset()
+    if loaded is None:
+        return {**head, "source": "computed", **_no_rules(lead, now).explanation()}
+    roster = selectors.roster_load(now)
+    cursors = selectors.cursors_load(r.key for r in loaded.compiled.all_rules())
+    d = decide(lead_data(lead, LEAD_FIELDS), loaded.compiled, roster, cursors, now, random.Random())
+    return {**head, "source": "computed", **d.explanation()}
+
+
+def ruleset_check(data: Any) -> dict:
+    """Validate a rule-set dict against the organisation without saving (for the rule editor)."""
+    return ruleset_validate(data, known_names_from_db())
+
+
+__all__ = [
+    "LeadError", "RuleFileError", "RuleSetRefused", "TransitionRefused",
+    "lead_assign_manual", "lead_explain", "lead_route", "lead_set_status", "record_event", "route_leads",
+    "ruleset_check", "ruleset_create_draft", "ruleset_preview", "ruleset_publish", "ruleset_rollback",
+    "ruleset_to_dict",
+]

@@ -70,6 +70,8 @@ class Rule(models.Model):
     # Ladder steps after a missed SLA, e.g. ["remind", "reassign", "notify"]; empty = the default ladder.
     ladder = models.JSONField(default=list, blank=True)
     max_reassignments = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The rule set's `fallback` is stored as its last rule so leads can point at it (SLA, reports).
+    is_fallback = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["rule_set", "position"]
@@ -81,7 +83,30 @@ class Rule(models.Model):
     @property
     def cursor_key(self) -> str:
         """Pointers belong to the rule's name so that publishing a new version keeps the rotation."""
-        return self.name
+        from routing.engine import FALLBACK_KEY
+
+        return FALLBACK_KEY if self.is_fallback else self.name
+
+    def to_data(self) -> dict:
+        """This rule in the rule-file format (routing.rulefile canonicalises key order)."""
+        out: dict = {}
+        if not self.is_fallback:
+            out["name"] = self.name
+            if self.conditions:
+                out["when_any" if self.match_any else "when"] = self.conditions
+        if self.pool_id:
+            out["pool"] = self.pool.name
+        else:
+            out["candidates"] = self.candidates
+            out["strategy"] = self.strategy
+        for key in ("sla_minutes", "max_reassignments"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.escalate_to:
+            out["escalate_to"] = self.escalate_to
+        if self.ladder:
+            out["ladder"] = self.ladder
+        return out
 
 
 class RuleCursor(models.Model):

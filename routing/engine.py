@@ -1,0 +1,682 @@
+"""The routing engine: a pure function from plain data to a Decision.
+
+`decide(lead, rule_set, roster, cursors, now, rng)` looks at no database, no clock and no
+randomness it was not handed, so live routing, "explain", previews and replays share one code
+path and hypothesis can hammer it. Everything it needs is prepared elsewhere:
+
+- `compile_ruleset(data)` turns a validated rule-set dict (see routing.rulefile) into RuleSpecs
+  whose conditions are closures, once per batch;
+- `Roster` wraps the CandidateStates (routing.selectors builds them from the database) and caches
+  what does not change between leads of a batch (scopes, availability at one instant);
+- `CursorState` is the persisted rotation state of one rule (RuleCursor row).
+
+The Decision carries the winning rule, the chosen rep or pool, a trace with one reason per rule
+tried and per candidate considered, and the new cursor state for the caller to persist.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from reps.availability import Schedule
+from reps.models import territory_covers
+
+OPS = (
+    "eq", "ne", "in", "not_in", "contains", "icontains", "startswith", "endswith",
+    "gt", "gte", "lt", "lte", "regex", "is_empty", "is_not_empty",
+)
+STRATEGIES = ("round_robin", "weighted", "load_balanced", "first_available", "predictive")
+FALLBACK = "fallback"
+FALLBACK_KEY = "__fallback__"
+
+
+# -- input -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TerritoryData:
+    name: str
+    countries: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    postcodes: tuple[str, ...] = ()
+
+    def covers(self, country: str, region: str, postcode: str) -> bool:
+        return territory_covers(list(self.countries), list(self.regions), list(self.postcodes),
+                                country, region, postcode)
+
+
+@dataclass
+class CandidateState:
+    """One rep as the engine sees it. `open_count`/`given_24h` change as a batch assigns."""
+
+    username: str
+    team: str = ""
+    level: str = "junior"
+    skills: frozenset[str] = frozenset()
+    territories: tuple[TerritoryData, ...] = ()
+    weight: int = 1
+    capacity: int | None = None
+    open_count: int = 0
+    daily_cap: int | None = None
+    given_24h: int = 0
+    schedule: Schedule = field(default_factory=Schedule)
+    active: bool = True
+    rep_id: int | None = None
+
+    def cap_reason(self) -> str | None:
+        if self.capacity is not None and self.open_count >= self.capacity:
+            return f"at capacity {self.open_count}/{self.capacity}"
+        if self.daily_cap is not None and self.given_24h >= self.daily_cap:
+            return f"daily cap {self.daily_cap} reached"
+        return None
+
+
+@dataclass
+class CursorState:
+    """Rotation state of one rule: last rep given a lead (round robin), smooth-weighted credits."""
+
+    last: str | None = None
+    credits: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> CursorState:
+        return CursorState(self.last, dict(self.credits))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"last": self.last, "credits": dict(self.credits)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> CursorState:
+        data = data or {}
+        return cls(data.get("last"), {str(k): int(v) for k, v in (data.get("credits") or {}).items()})
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    value: Any
+    test: Callable[[Any], bool]
+
+    def describe(self) -> str:
+        if self.op in ("is_empty", "is_not_empty"):
+            return f"{self.field} {self.op}"
+        return f"{self.field} {self.op} {_show(self.value)}"
+
+
+@dataclass(frozen=True)
+class CandidateFilter:
+    reps: tuple[str, ...] = ()
+    team: str | None = None
+    levels: tuple[str, ...] = ()
+    skills: tuple[str, ...] = ()
+    territory: bool = False
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    name: str
+    index: int | None  # None for the fallback
+    when: tuple[Condition, ...] = ()
+    match_any: bool = False
+    candidates: CandidateFilter | None = None
+    strategy: str = ""
+    pool: str | None = None
+    sla_minutes: int | None = None
+    escalate_to: Any = ()
+
+    @property
+    def key(self) -> str:
+        """Cursor key: by name, so that publishing a new version keeps the rotation going."""
+        return FALLBACK_KEY if self.index is None else self.name
+
+    @property
+    def label(self) -> int | str:
+        return FALLBACK if self.index is None else self.index
+
+    def failed_condition(self, lead: Mapping[str, Any]) -> str | None:
+        """None when the rule's `when` matches the lead, else the condition that did not hold."""
+        if not self.when:
+            return None
+        if self.match_any:
+            for cond in self.when:
+                if cond.test(lead_value(lead, cond.field)):
+                    return None
+            return "none of: " + "; ".join(
+                f"{c.describe()} (lead: {_show(lead_value(lead, c.field))})" for c in self.when
+            )
+        for cond in self.when:
+            if not cond.test(lead_value(lead, cond.field)):
+                return f"{cond.describe()} (lead: {_show(lead_value(lead, cond.field))})"
+        return None
+
+
+@dataclass(frozen=True)
+class CompiledRuleSet:
+    name: str
+    rules: tuple[RuleSpec, ...]
+    fallback: RuleSpec | None = None
+    version: int | None = None
+
+    def all_rules(self) -> tuple[RuleSpec, ...]:
+        return (*self.rules, self.fallback) if self.fallback else self.rules
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+@dataclass
+class CandidateTrace:
+    username: str
+    chosen: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rep": self.username, "chosen": self.chosen, "reason": self.reason}
+
+
+@dataclass
+class RuleTrace:
+    rule: str
+    index: int | str
+    matched: bool
+    failed: str | None = None
+    strategy: str = ""
+    candidates: list[CandidateTrace] = field(default_factory=list)
+    outcome: str = ""
+    note: str = ""
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "index": self.index, "matched": self.matched}
+        if not self.matched:
+            out["failed"] = self.failed
+            return out
+        if self.strategy:
+            out["strategy"] = self.strategy
+        out["outcome"] = self.outcome
+        if self.note:
+            out["note"] = self.note
+        if self.candidates:
+            out["candidates"] = [c.to_json() for c in self.candidates]
+        if self.excluded:
+            out["excluded"] = dict(self.excluded)
+        return out
+
+
+@dataclass
+class Decision:
+    rule: RuleSpec | None
+    rep_username: str | None
+    pool_name: str | None
+    trace: list[RuleTrace]
+    cursors: dict[str, CursorState] = field(default_factory=dict)
+    now: dt.datetime | None = None
+    version: int | None = None
+    note: str = ""
+    # Filled in by routing.services once applied: the Rep / Pool instances.
+    owner: Any = None
+    pool: Any = None
+
+    @property
+    def outcome(self) -> str:
+        if self.rep_username:
+            return "assigned"
+        if self.pool_name:
+            return "pooled"
+        return "unassigned"
+
+    @property
+    def rule_label(self) -> int | str | None:
+        return self.rule.label if self.rule else None
+
+    def summary(self) -> str:
+        if self.rep_username:
+            return f"assigned to {self.rep_username} by rule {self.rule.name!r}"  # type: ignore[union-attr]
+        if self.pool_name:
+            return f"sent to pool {self.pool_name} by rule {self.rule.name!r}"  # type: ignore[union-attr]
+        return self.note or "no rule found an available rep"
+
+    def explanation(self) -> dict[str, Any]:
+        """JSON-serialisable: what was decided and why, rule by rule and candidate by candidate."""
+        return {
+            "outcome": self.outcome,
+            "rule": self.rule.name if self.rule else None,
+            "rule_index": self.rule_label,
+            "rep": self.rep_username,
+            "pool": self.pool_name,
+            "summary": self.summary(),
+            "ruleset_version": self.version,
+            "at": self.now.isoformat() if self.now else None,
+            "tried": [t.to_json() for t in self.trace],
+        }
+
+
+# -- lead values and conditions ------------------------------------------------------------------
+
+
+def lead_value(lead: Mapping[str, Any], name: str) -> Any:
+    if name.startswith("extra."):
+        extra = lead.get("extra")
+        return extra.get(name[6:]) if isinstance(extra, dict) else None
+    return lead.get(name)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return repr(value)
+
+
+def _is_empty(v: Any) -> bool:
+    return v is None or v == "" or (isinstance(v, list | dict | tuple) and not v)
+
+
+def _fold(v: Any) -> Any:
+    return v.casefold() if isinstance(v, str) else v
+
+
+def _number(v: Any) -> int | float | Decimal | None:
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, int | float | Decimal):
+        return v
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def _moment(v: Any) -> dt.datetime | None:
+    if isinstance(v, dt.datetime):
+        return v if v.tzinfo else v.replace(tzinfo=dt.UTC)
+    if isinstance(v, str):
+        try:
+            parsed = dt.datetime.fromisoformat(v)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return None
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v if isinstance(v, str) else str(v)
+
+
+def compile_condition(cond: Mapping[str, Any]) -> Condition:
+    """A closure per condition. Values were type-checked by routing.rulefile at load time;
+    a lead value of the wrong type simply does not match."""
+    name, op, value = cond["field"], cond["op"], cond.get("value")
+    test: Callable[[Any], bool]
+    if op in ("eq", "ne"):
+        want = _moment(value) if name == "received_at" else _fold(value)
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+
+        def same(v: Any) -> bool:
+            if numeric:
+                n = _number(v)
+                return n is not None and n == value
+            if name == "received_at":
+                return _moment(v) == want
+            return _fold(v) == want
+
+        test = same if op == "eq" else (lambda v: not same(v))
+    elif op in ("in", "not_in"):
+        numbers = {x for x in value if isinstance(x, int | float) and not isinstance(x, bool)}
+        words = {_fold(x) for x in value if isinstance(x, str)}
+
+        def member(v: Any) -> bool:
+            if isinstance(v, str):
+                return _fold(v) in words
+            n = _number(v)
+            return n is not None and n in numbers
+
+        test = member if op == "in" else (lambda v: not member(v))
+    elif op in ("contains", "icontains", "startswith", "endswith"):
+        fold = op == "icontains"
+        needle = value.casefold() if fold else value
+
+        def text_test(v: Any) -> bool:
+            if isinstance(v, list | tuple):
+                return any(_fold(x) == needle if fold else x == needle for x in v)
+            s = _text(v)
+            if s is None:
+                return False
+            if fold:
+                s = s.casefold()
+            if op in ("contains", "icontains"):
+                return needle in s
+            return s.startswith(needle) if op == "startswith" else s.endswith(needle)
+
+        test = text_test
+    elif op in ("gt", "gte", "lt", "lte"):
+        cmp = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+               "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}[op]
+        if name == "received_at":
+            bound = _moment(value)
+
+            def when_test(v: Any) -> bool:
+                m = _moment(v)
+                return m is not None and cmp(m, bound)
+
+            test = when_test
+        else:
+
+            def num_test(v: Any) -> bool:
+                n = _number(v)
+                return n is not None and cmp(n, value)
+
+            test = num_test
+    elif op == "regex":
+        pattern = re.compile(value)
+
+        def regex_test(v: Any) -> bool:
+            s = _text(v)
+            return s is not None and pattern.search(s) is not None
+
+        test = regex_test
+    elif op == "is_empty":
+        test = _is_empty
+    elif op == "is_not_empty":
+        test = lambda v: not _is_empty(v)  # noqa: E731
+    else:  # pragma: no cover - rulefile rejects unknown ops before this
+        raise ValueError(f"unknown op {op!r}")
+    return Condition(name, op, value, test)
+
+
+def compile_rule(data: Mapping[str, Any], index: int | None) -> RuleSpec:
+    when = data.get("when_any") or data.get("when") or ()
+    cands = data.get("candidates")
+    cfilter = None
+    if cands:
+        cfilter = CandidateFilter(
+            reps=tuple(cands.get("reps") or ()),
+            team=cands.get("team") or None,
+            levels=tuple(cands.get("levels") or ()),
+            skills=tuple(cands.get("skills") or ()),
+            territory=bool(cands.get("territory")),
+        )
+    return RuleSpec(
+        name=data.get("name") or (FALLBACK if index is None else f"rule {index + 1}"),
+        index=index,
+        when=tuple(compile_condition(c) for c in when),
+        match_any=bool(data.get("when_any")),
+        candidates=cfilter,
+        strategy=data.get("strategy") or ("" if data.get("pool") else "round_robin"),
+        pool=data.get("pool") or None,
+        sla_minutes=data.get("sla_minutes"),
+        escalate_to=data.get("escalate_to") or (),
+    )
+
+
+def compile_ruleset(data: Mapping[str, Any], *, version: int | None = None) -> CompiledRuleSet:
+    rules = tuple(compile_rule(r, i) for i, r in enumerate(data.get("rules") or ()))
+    fallback = compile_rule(data["fallback"], None) if data.get("fallback") else None
+    return CompiledRuleSet(name=data.get("name") or "", rules=rules, fallback=fallback, version=version)
+
+
+# -- roster --------------------------------------------------------------------------------------
+
+
+class Roster:
+    """The candidates of one batch, with caches for what does not depend on the lead.
+
+    Availability is memoised per instant: a batch routes hundreds of leads at one `now`, and a
+    replay moves `now` forward lead by lead (the cache then simply refills).
+    """
+
+    def __init__(self, candidates: Iterable[CandidateState]):
+        self.candidates = sorted(candidates, key=lambda c: c.username)
+        self.by_name = {c.username: c for c in self.candidates}
+        self.names = [c.username for c in self.candidates]
+        self._scopes: dict[CandidateFilter, tuple[list[CandidateState], dict[str, int]]] = {}
+        self._avail_at: dt.datetime | None = None
+        self._avail: dict[str, str | None] = {}
+
+    def unavailable_reason(self, c: CandidateState, now: dt.datetime) -> str | None:
+        if now != self._avail_at:
+            self._avail_at, self._avail = now, {}
+        try:
+            return self._avail[c.username]
+        except KeyError:
+            reason = "inactive" if not c.active else c.schedule.unavailable_reason(now)
+            self._avail[c.username] = reason
+            return reason
+
+    def scope(self, f: CandidateFilter) -> tuple[list[CandidateState], dict[str, int]]:
+        """The reps a rule considers, in its order, and counts of those it leaves out by team/level.
+
+        With `reps` the list is the rule's own (team/level mismatches are then given as reasons);
+        without, the team/level filter narrows the roster and only counts are kept, so an
+        explanation stays readable in a 500-rep organisation.
+        """
+        try:
+            return self._scopes[f]
+        except KeyError:
+            pass
+        excluded: dict[str, int] = {}
+        if f.reps:
+            members = [self.by_name[u] for u in f.reps if u in self.by_name]
+            missing = len(f.reps) - len(members)
+            if missing:
+                excluded["unknown or deleted rep"] = missing
+        else:
+            members = []
+            levels = set(f.levels)
+            for c in self.candidates:
+                if f.team is not None and c.team != f.team:
+                    excluded[f"not in team {f.team}"] = excluded.get(f"not in team {f.team}", 0) + 1
+                elif levels and c.level not in levels:
+                    key = f"level not {'/'.join(f.levels)}"
+                    excluded[key] = excluded.get(key, 0) + 1
+                else:
+                    members.append(c)
+        self._scopes[f] = (members, excluded)
+        return members, excluded
+
+
+# -- the decision ------------------------------------------------------------------------------
+
+
+def decide(
+    lead: Mapping[str, Any],
+    rule_set: CompiledRuleSet,
+    roster: Roster,
+    cursors: Mapping[str, CursorState],
+    now: dt.datetime,
+    rng: random.Random,
+    *,
+    exclude: Iterable[str] = (),
+) -> Decision:
+    """Try the rules in order; the first that matches and finds an available candidate wins.
+
+    `cursors` is read, never mutated: the new state of the winning rule is in `Decision.cursors`.
+    `exclude` (usernames) are left out, e.g. the current owner when an SLA reassigns.
+    """
+    excluded = frozenset(exclude)
+    trace: list[RuleTrace] = []
+    for spec in rule_set.all_rules():
+        if spec.index is not None:
+            failed = spec.failed_condition(lead)
+            if failed is not None:
+                trace.append(RuleTrace(spec.name, spec.label, False, failed=failed))
+                continue
+        rt = RuleTrace(spec.name, spec.label, True, strategy=spec.strategy if not spec.pool else "")
+        trace.append(rt)
+        if spec.pool:
+            rt.outcome = f"sent to pool {spec.pool}"
+            return Decision(spec, None, spec.pool, trace, now=now, version=rule_set.version)
+        chosen, new_cursor = _pick(spec, lead, roster, cursors.get(spec.key), now, rng, excluded, rt)
+        if chosen is not None:
+            rt.outcome = f"assigned to {chosen.username}"
+            return Decision(spec, chosen.username, None, trace, cursors={spec.key: new_cursor},
+                            now=now, version=rule_set.version)
+        rt.outcome = "skipped: no available candidate"
+    if any(t.matched for t in trace):
+        note = "no available rep in any matching rule"
+    else:
+        note = "no rule matched and there is no fallback"
+    return Decision(None, None, None, trace, now=now, version=rule_set.version, note=note)
+
+
+def _pick(
+    spec: RuleSpec,
+    lead: Mapping[str, Any],
+    roster: Roster,
+    cursor: CursorState | None,
+    now: dt.datetime,
+    rng: random.Random,
+    excluded: frozenset[str],
+    rt: RuleTrace,
+) -> tuple[CandidateState | None, CursorState]:
+    f = spec.candidates or CandidateFilter()
+    members, out = roster.scope(f)
+    rt.excluded = dict(out)
+    cursor = cursor.copy() if cursor else CursorState()
+    reasons: dict[str, str] = {}
+    available: list[CandidateState] = []
+    levels = set(f.levels)
+    country = lead.get("country") or ""
+    region = lead.get("region") or ""
+    postcode = lead.get("postcode") or ""
+    for c in members:
+        reason: str | None = None
+        if c.username in excluded:
+            reason = "excluded (current owner)"
+        elif f.reps and f.team is not None and c.team != f.team:
+            reason = f"not in team {f.team}"
+        elif f.reps and levels and c.level not in levels:
+            reason = f"level {c.level} not {'/'.join(f.levels)}"
+        elif f.skills and not c.skills.issuperset(f.skills):
+            missing = [s for s in f.skills if s not in c.skills]
+            reason = f"lacks skill {', '.join(missing)}"
+        elif f.territory and not any(t.covers(country, region, postcode) for t in c.territories):
+            where = " ".join(x for x in (country, region, postcode) if x) or "no location"
+            names = ", ".join(t.name for t in c.territories) or "none"
+            reason = f"not in territory for {where} (covers: {names})"
+        else:
+            reason = roster.unavailable_reason(c, now) or c.cap_reason()
+            if reason is None and spec.strategy == "weighted" and c.weight <= 0:
+                reason = "weight 0"
+        if reason is None:
+            available.append(c)
+        else:
+            reasons[c.username] = reason
+
+    chosen: CandidateState | None = None
+    strategy = spec.strategy
+    if available:
+        if strategy == "round_robin":
+            chosen = _round_robin(members, available, cursor, bool(f.reps), reasons)
+        elif strategy == "weighted":
+            chosen = _weighted(available, cursor, rng, reasons)
+        elif strategy == "first_available":
+            chosen = available[0]
+            reasons[chosen.username] = "chosen: first available"
+            for c in available[1:]:
+                reasons[c.username] = f"not first available ({chosen.username} comes first)"
+        else:
+            if strategy == "predictive":
+                rt.note = "predictive routing is not available yet: used load_balanced"
+            chosen = _load_balanced(available, rng, reasons)
+        cursor.last = chosen.username
+    rt.candidates = [CandidateTrace(c.username, c is chosen, reasons[c.username]) for c in members]
+    return chosen, cursor
+
+
+def _round_robin(
+    members: list[CandidateState],
+    available: list[CandidateState],
+    cursor: CursorState,
+    explicit_order: bool,
+    reasons: dict[str, str],
+) -> CandidateState:
+    """The first available rep after the last one served, in the rule's order.
+
+    The pointer is the last rep *served*, so an unavailable rep is passed over this time and
+    gets their turn again on the next lap — nobody is skipped forever.
+    """
+    order = [c.username for c in members]
+    start = 0
+    if cursor.last is not None:
+        try:
+            start = order.index(cursor.last) + 1
+        except ValueError:
+            # The last rep left the rule: carry on from where they stood in username order.
+            start = 0 if explicit_order else bisect.bisect_right(order, cursor.last)
+    free = {c.username for c in available}
+    n = len(order)
+    chosen_name = next(order[(start + k) % n] for k in range(n) if order[(start + k) % n] in free)
+    chosen = next(c for c in available if c.username == chosen_name)
+    after = f"after {cursor.last}" if cursor.last else "first turn of this rule"
+    reasons[chosen_name] = f"chosen: next in turn ({after})"
+    for c in available:
+        if c is not chosen:
+            reasons[c.username] = "not next in turn"
+    return chosen
+
+
+def _weighted(
+    available: list[CandidateState], cursor: CursorState, rng: random.Random, reasons: dict[str, str]
+) -> CandidateState:
+    """Smooth weighted round robin (nginx): everyone earns their weight, the richest is served and
+    pays the total. Shares converge within one cycle instead of drifting like random draws."""
+    credits = cursor.credits
+    total = 0
+    for c in available:
+        credits[c.username] = credits.get(c.username, 0) + c.weight
+        total += c.weight
+    best = max(credits[c.username] for c in available)
+    top = [c for c in available if credits[c.username] == best]
+    chosen = top[0] if len(top) == 1 else rng.choice(top)
+    credits[chosen.username] -= total
+    reasons[chosen.username] = f"chosen: weighted turn (weight {chosen.weight}, credit {best})"
+    for c in available:
+        if c is chosen:
+            continue
+        if credits[c.username] == best:
+            reasons[c.username] = "lost the tie"
+        else:
+            reasons[c.username] = f"weighted turn not yet (weight {c.weight}, credit {credits[c.username]} < {best})"
+    return chosen
+
+
+def _load_balanced(
+    available: list[CandidateState], rng: random.Random, reasons: dict[str, str]
+) -> CandidateState:
+    """Lowest open leads ÷ capacity. Unlimited capacity counts as the largest capacity present
+    (or 1 when nobody has one), so unlimited reps still share by open count."""
+    caps = [c.capacity for c in available if c.capacity]
+    default_cap = max(caps) if caps else 1
+    loads = {c.username: c.open_count / (c.capacity or default_cap) for c in available}
+    low = min(loads.values())
+    top = [c for c in available if loads[c.username] == low]
+    chosen = top[0] if len(top) == 1 else rng.choice(top)
+    for c in available:
+        load = f"{c.open_count}/{c.capacity}" if c.capacity else f"{c.open_count} open"
+        if c is chosen:
+            reasons[c.username] = f"chosen: lowest load {load}" + (" (won the tie)" if len(top) > 1 else "")
+        elif loads[c.username] == low:
+            reasons[c.username] = "lost the tie"
+        else:
+            reasons[c.username] = f"higher load {load}"
+    return chosen
+
+
+def lead_data(obj: Any, fields: Sequence[str]) -> dict[str, Any]:
+    """A lead's routing fields as a plain dict (from a model instance or a mapping)."""
+    if isinstance(obj, Mapping):
+        return {f: obj.get(f) for f in fields}
+    return {f: getattr(obj, f, None) for f in fields}
