@@ -77,11 +77,11 @@ class Schedule:
         """None when the rep can work at `at`, else a short human reason."""
         if not self.active:
             return "inactive"
-        for start, end in self.time_off:
-            if start <= at < end:
-                return f"time off until {end.astimezone(self.tz):%Y-%m-%d %H:%M} {self.timezone}"
+        off_until = self._time_off_until(at)
+        if off_until is not None:
+            return f"time off until {off_until.astimezone(self.tz):%Y-%m-%d %H:%M} {self.timezone}"
         local = at.astimezone(self.tz)
-        if self._works_at(local):
+        if self._works_at(at):
             return None
         holiday = holiday_name(self.holidays, local.date())
         if holiday:
@@ -96,23 +96,20 @@ class Schedule:
     def is_available(self, at: dt.datetime) -> bool:
         return self.unavailable_reason(at) is None
 
-    def _works_at(self, local: dt.datetime) -> bool:
-        today = local.date()
-        clock = local.time().replace(tzinfo=None)
-        if not self.shifts:
-            return not holiday_name(self.holidays, today)
-        if not holiday_name(self.holidays, today):
-            for start, end in self.shifts.get(today.weekday(), ()):
-                if start < end and start <= clock < end:
-                    return True
-                if end <= start and clock >= start:
-                    return True
-        yesterday = today - DAY
-        if not holiday_name(self.holidays, yesterday):
-            for start, end in self.shifts.get(yesterday.weekday(), ()):
-                if end <= start and clock < end:
-                    return True
-        return False
+    def _time_off_until(self, at: dt.datetime) -> dt.datetime | None:
+        """End of the time off covering `at`, following back-to-back or overlapping periods."""
+        until = None
+        for start, end in sorted(self.time_off):
+            point = at if until is None else until
+            if start <= point < end:
+                until = end
+        return until
+
+    def _works_at(self, at: dt.datetime) -> bool:
+        # Asked of the same intervals that working minutes are counted over, so "available now"
+        # and SLA clocks can never disagree (e.g. about a shift that ends inside a DST change).
+        today = at.astimezone(self.tz).date()
+        return any(s <= at < e for day in (today - DAY, today) for s, e in self._raw_day(day))
 
     # -- intervals ---------------------------------------------------------------------------
 
@@ -162,6 +159,11 @@ class Schedule:
 
     def add_working_minutes(self, start: dt.datetime, minutes: float) -> dt.datetime | None:
         """The instant at which `minutes` working minutes have passed since `start`."""
+        # The earliest instant with that many working minutes behind it: zero minutes is `start`
+        # itself, and a sum that ends exactly at the end of a shift is that end, not the next
+        # shift's start. This is what makes add(add(t, a), b) == add(t, a + b).
+        if minutes <= 0:
+            return start
         remaining = dt.timedelta(minutes=minutes)
         for s, e in self.intervals(start):
             if e - s >= remaining:
@@ -182,7 +184,26 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
 
 
 def _utc(day: dt.date, clock: dt.time, tz: zoneinfo.ZoneInfo) -> dt.datetime:
-    return dt.datetime.combine(day, clock, tzinfo=tz).astimezone(UTC)
+    """The first instant at which the local clock shows `clock` on `day` (or has jumped past it).
+
+    In the autumn hour that happens twice that is the first occurrence; in the spring gap that the
+    clock skips it is the moment of the jump (03:00 CEST for a Berlin shift edge at 02:30).
+    """
+    wall = dt.datetime.combine(day, clock)
+    late = wall.replace(tzinfo=tz).astimezone(UTC)
+    if late.astimezone(tz).replace(tzinfo=None) == wall:
+        return late
+    # `wall` does not exist: the jump lies between its two possible readings; find it to the second.
+    early = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    lo, hi = early, late
+    while hi - lo > dt.timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        mid = mid.replace(microsecond=0)
+        if mid.astimezone(tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _subtract(
