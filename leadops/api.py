@@ -11,3 +11,4 @@ api = NinjaAPI(
     ),
     urls_namespace="api",
 )
+api.add_router("/", "routing.api_pools.router")  # pools & claims (CONTRACT §5)
