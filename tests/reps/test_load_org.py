@@ -346,3 +346,33 @@ def test_it_exits_with_code_2_from_the_command_line(tmp_path, capsys):
 
     assert excinfo.value.code == 2
     assert "reps[0].timezone: unknown time zone 'Mars/Base'" in capsys.readouterr().err.splitlines()
+
+
+def test_it_reads_time_off_without_an_offset_in_the_reps_own_time_zone(tmp_path):
+    load(tmp_path, minimal(timezone="Europe/Berlin", time_off=[{"start": "2026-12-24T00:00", "end": "2026-12-27"}]))
+
+    assert list(TimeOff.objects.values_list("start", "end")) == [
+        (dt.datetime(2026, 12, 23, 23, tzinfo=dt.UTC), dt.datetime(2026, 12, 26, 23, tzinfo=dt.UTC))
+    ]
+
+
+def test_it_accepts_split_shifts_on_one_day(tmp_path):
+    load(tmp_path, minimal(working_hours={"mon": [["09:00", "12:00"], ["13:00", "17:00"]]}))
+
+    assert [str(w) for w in WorkingHours.objects.all()] == ["mon 09:00–12:00", "mon 13:00–17:00"]
+
+
+def test_it_rejects_an_unknown_section(tmp_path):
+    assert_rejected(tmp_path, minimal() | {"regions": []}, "regions: unknown key")
+
+
+def test_it_rejects_a_file_whose_top_level_is_not_an_object(tmp_path):
+    assert_rejected(tmp_path, "[]", "$: must be an object with teams, skills, territories, reps and pools")
+
+
+def test_it_exits_with_code_2_when_the_file_cannot_be_read(tmp_path):
+    with pytest.raises(CommandError) as excinfo:
+        call_command("load_org", str(tmp_path / "missing.json"), stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert excinfo.value.returncode == 2
+    assert str(excinfo.value).startswith("$: cannot read")
