@@ -92,18 +92,20 @@ class LoadedRuleSet:
 
 
 # A published version never changes, so its compiled form can be kept for the life of the process.
-_compiled: dict[int, LoadedRuleSet] = {}
+# Keyed by id and creation time: ids can come back after a rolled-back transaction (tests).
+_compiled: dict[tuple[int, object], LoadedRuleSet] = {}
 
 
 def ruleset_load(rule_set: RuleSet) -> LoadedRuleSet:
-    if rule_set.status != RuleSet.Status.DRAFT and rule_set.pk in _compiled:
-        return _compiled[rule_set.pk]
+    cache_key = (rule_set.pk, rule_set.created_at)
+    if rule_set.status != RuleSet.Status.DRAFT and cache_key in _compiled:
+        return _compiled[cache_key]
     rows = list(rule_set.rules.select_related("pool").order_by("position"))
     data = ruleset_data(rule_set, rows)
     loaded = LoadedRuleSet(rule_set, compile_ruleset(data, version=rule_set.version),
                            {r.cursor_key: r for r in rows})
     if rule_set.status != RuleSet.Status.DRAFT:
-        _compiled[rule_set.pk] = loaded
+        _compiled[cache_key] = loaded
     return loaded
 
 
