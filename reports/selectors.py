@@ -233,8 +233,7 @@ def grouped(
             k = row[0] if key is not None else None
             for n, v in zip(names, row[1:] if key is not None else row, strict=True):
                 if v is not None:
-                    # julianday() arithmetic carries float noise; milliseconds are plenty.
-                    values[k][n].append(round(v, 3))
+                    values[k][n].append(v)
         for k, row in rows.items():
             for n in names:
                 for f in fractions:

@@ -29,7 +29,9 @@ class Seconds(Func):
     def as_sqlite(self, compiler, conn, **extra):
         end_sql, end_params = compiler.compile(self.source_expressions[0])
         start_sql, start_params = compiler.compile(self.source_expressions[1])
-        return f"((julianday({end_sql}) - julianday({start_sql})) * 86400.0)", [*end_params, *start_params]
+        # julianday() arithmetic carries float noise (3600 s comes out as 3600.00002): round to the millisecond.
+        sql = f"ROUND((julianday({end_sql}) - julianday({start_sql})) * 86400.0, 3)"
+        return sql, [*end_params, *start_params]
 
 
 class PercentileCont(Aggregate):

@@ -23,7 +23,14 @@ def test_it_counts_half_answered_within_five_minutes(scope_for):
     for m in (1, 3, 10, 60):
         answered_lead(NOW - minutes(300), m)
     total = selectors.speed_total(scope_for())
-    assert (total["share_5m"], total["share_1h"], total["share_24h"]) == (0.5, 0.75, 1.0)
+    assert total["share_5m"] == 0.5
+
+
+def test_it_counts_an_answer_on_the_hour_as_within_the_hour(scope_for):
+    for m in (1, 60, 61, 1440):
+        answered_lead(NOW - minutes(3000), m)
+    total = selectors.speed_total(scope_for())
+    assert (total["share_1h"], total["share_24h"]) == (0.5, 1.0)
 
 
 def test_it_counts_an_old_unanswered_lead_as_a_miss(scope_for):
