@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from reps.availability import schedule_for
@@ -135,88 +134,18 @@ def escalation_recipients(rule: Rule | None, *, exclude: Iterable[int] = ()) -> 
 # -- reassignment -----------------------------------------------------------------------------
 
 
-def _candidate_reps(lead: Lead, exclude: Iterable[int]):
-    """Reps the lead's rule (or pool) would consider — a small stand-in for the engine's filter."""
-    qs = Rep.objects.filter(active=True).exclude(pk__in=list(exclude))
-    spec = (lead.rule.candidates if lead.rule_id else None) or {}
-    if spec:
-        if spec.get("reps"):
-            qs = qs.filter(user__username__in=spec["reps"])
-        if spec.get("team"):
-            qs = qs.filter(team__name=spec["team"])
-        if spec.get("levels"):
-            qs = qs.filter(level__in=spec["levels"])
-        for skill in spec.get("skills") or ():
-            qs = qs.filter(skills__name=skill)
-        if spec.get("territory"):
-            matching = [
-                r.pk for r in qs.prefetch_related("territories")
-                if any(t.covers(lead.country, lead.region, lead.postcode) for t in r.territories.all())
-            ]
-            qs = qs.filter(pk__in=matching)
-    elif lead.pool_id:
-        qs = qs.filter(pool_memberships__pool_id=lead.pool_id)
-    elif lead.owner_id and lead.owner.team_id:
-        qs = qs.filter(team_id=lead.owner.team_id)
-    return qs.distinct()
+def _reassign(lead: Lead, *, now: dt.datetime, actor, old_owner: Rep | None) -> Lead | None:
+    """Hand the lead to the next available candidate of the published rules, leaving out its owner.
 
-
-def pick_replacement(lead: Lead, *, now: dt.datetime, exclude: Iterable[int]) -> Rep | None:
-    """The next available candidate with the most room, or None.
-
-    Used when the engine's `routing.services.lead_route` is not available. Ties break at random.
+    The engine moves the rotation pointer, writes the `reassigned` event and queues the new
+    owner's notification on commit. Returns the reloaded lead, or None when nobody can take it.
     """
-    day_ago = now - dt.timedelta(hours=24)
-    reps = (
-        _candidate_reps(lead, exclude)
-        .prefetch_related("working_hours", "time_off")
-        .annotate(
-            open_count=Count("leads", filter=Q(leads__status__in=Lead.LOAD_STATUSES), distinct=True),
-            day_count=Count("leads", filter=Q(leads__assigned_at__gte=day_ago), distinct=True),
-        )
-    )
-    best: list[tuple[float, Rep]] = []
-    for rep in reps:
-        if rep.capacity is not None and rep.open_count >= rep.capacity:
-            continue
-        if rep.daily_cap is not None and rep.day_count >= rep.daily_cap:
-            continue
-        if not schedule_for(rep).is_available(now):
-            continue
-        load = rep.open_count / rep.capacity if rep.capacity else rep.open_count / 1_000_000
-        best.append((load, rep))
-    if not best:
+    from routing.services import lead_route
+
+    decision = lead_route(lead, now=now, actor=actor, exclude_reps=(old_owner,) if old_owner else ())
+    if decision.owner is None and decision.pool is None:
         return None
-    low = min(load for load, _ in best)
-    return random.choice([rep for load, rep in best if load == low])
-
-
-def _engine_reassign(lead: Lead, *, now: dt.datetime, exclude: tuple[Rep, ...]) -> Rep | None:
-    """Ask the engine for the next candidate of the same rule, if the engine offers it."""
-    from routing import services
-
-    route = getattr(services, "lead_route", None)
-    if route is None:
-        return None
-    result = route(lead, now=now, exclude_reps=exclude, apply=False)
-    rep = getattr(result, "rep", None) or getattr(result, "owner", None)
-    return rep if isinstance(rep, Rep) else None
-
-
-# Swappable in one place once the engine exposes a preview-style lead_route.
-ReplacementFinder = Callable[..., Rep | None]
-
-
-def _find_replacement(lead: Lead, *, now: dt.datetime, old_owner: Rep | None) -> Rep | None:
-    exclude = (old_owner,) if old_owner else ()
-    try:
-        rep = _engine_reassign(lead, now=now, exclude=exclude)
-    except TypeError:
-        # The engine's lead_route has a different signature; fall back to our own picker.
-        rep = None
-    if rep is not None:
-        return rep
-    return pick_replacement(lead, now=now, exclude=[r.pk for r in exclude])
+    return Lead.objects.select_related("rule", "pool", "owner__user").get(pk=lead.pk)
 
 
 # -- one rung ---------------------------------------------------------------------------------
@@ -267,25 +196,34 @@ def lead_escalate(lead_id: int, *, now: dt.datetime, actor=None) -> dict[str, An
         detail: dict[str, Any] = {"step": step, "action": action, "due_at": lead.sla_due_at.isoformat()}
         fields = ["escalation_step", "sla_due_at", "updated_at"]
         notify: list[tuple[str, dict[str, Any]]] = []
+        # Written first so the timeline reads "escalated (step 2) → reassigned"; completed below.
+        escalated = record_event(lead, LeadEvent.Kind.ESCALATED, at=now, actor=actor, rep=old_owner, rule=lead.rule,
+                                 **detail)
 
         if action == REASSIGN:
             limit = lead.rule.max_reassignments if lead.rule_id else None
-            new_owner = None
+            moved = None
             if limit is not None and lead.reassign_count >= limit:
                 detail["reason"] = f"reassignment limit ({limit}) reached"
             else:
-                new_owner = _find_replacement(lead, now=now, old_owner=old_owner)
-                if new_owner is None:
+                moved = _reassign(lead, now=now, actor=actor, old_owner=old_owner)
+                if moved is None:
                     detail["reason"] = "no other available candidate"
-            if new_owner is not None:
-                lead.owner = new_owner
-                lead.assigned_at = now
-                lead.reassign_count += 1
-                fields += ["owner", "assigned_at", "reassign_count"]
-                detail["to"] = new_owner.username
+            if moved is not None:
+                moved.escalation_step, moved.reassign_count = lead.escalation_step, lead.reassign_count + 1
+                lead = moved
+                fields.append("reassign_count")
                 detail["from"] = old_owner.username if old_owner else None
-                notify.append(("reassigned", {"rep_ids": [new_owner.pk], "step": step,
-                                              "previous_owner": detail["from"]}))
+                if lead.owner_id:
+                    detail["to"] = lead.owner.username
+                else:
+                    detail["to_pool"] = lead.pool.name if lead.pool_id else None
+                reassigned = lead.events.filter(kind=LeadEvent.Kind.REASSIGNED, at=now).order_by("-id").first()
+                if reassigned is not None:
+                    # Say why on the engine's event: the timeline must explain the change of hands.
+                    reassigned.detail = {**reassigned.detail, "step": step,
+                                         "reason": f"first-touch SLA missed (due {detail['due_at']})"}
+                    reassigned.save(update_fields=["detail"])
             else:
                 # Nobody to hand it to: tell the escalation contacts instead, so the rung is not wasted.
                 detail["instead"] = NOTIFY
@@ -299,7 +237,7 @@ def lead_escalate(lead_id: int, *, now: dt.datetime, actor=None) -> dict[str, An
             notify.append(("escalated", {**who, "step": step}))
 
         lead.escalation_step = step
-        if step < len(ladder):
+        if step < len(ladder) and lead.status == Lead.Status.ASSIGNED:
             minutes = sla_minutes_for(lead) or getattr(settings, "LEADOPS_DEFAULT_SLA_MINUTES", DEFAULT_SLA_MINUTES)
             lead.sla_due_at = sla_due_at(lead.owner, now, minutes)
         else:
@@ -307,13 +245,8 @@ def lead_escalate(lead_id: int, *, now: dt.datetime, actor=None) -> dict[str, An
         detail["next_due_at"] = lead.sla_due_at.isoformat() if lead.sla_due_at else None
         lead.save(update_fields=fields)
 
-        record_event(lead, LeadEvent.Kind.ESCALATED, at=now, actor=actor, rep=old_owner, rule=lead.rule, **detail)
-        if "to" in detail:
-            record_event(
-                lead, LeadEvent.Kind.REASSIGNED, at=now, actor=actor, rep=lead.owner, rule=lead.rule,
-                **{"from": detail["from"], "to": detail["to"], "step": step,
-                   "reason": f"first-touch SLA missed (due {detail['due_at']})"},
-            )
+        escalated.detail = {**detail, "action": action}
+        escalated.save(update_fields=["detail"])
         # Rows are written in this transaction (a rollback leaves none); delivery is queued on commit.
         for kind, context in notify:
             lead_notify(lead.pk, kind, now=now, **context)

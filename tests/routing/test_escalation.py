@@ -89,12 +89,11 @@ def test_step_one_reminds_the_owner_and_restarts_the_clock_in_working_minutes(al
 
 
 @pytest.mark.django_db
-def test_step_two_reassigns_to_the_next_candidate_and_says_why(alice, bob, rule):
-    lead = assigned_lead(alice, due=MONDAY_0905, rule=rule)
-    lead.escalation_step = 1
-    lead.save()
+def test_step_two_reassigns_to_the_next_candidate_and_says_why(alice, bob, rule, django_capture_on_commit_callbacks):
+    lead = assigned_lead(alice, due=MONDAY_0905, rule=rule, escalation_step=1)
 
-    sweep_overdue(MONDAY_0905)
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep_overdue(MONDAY_0905)
 
     lead.refresh_from_db()
     assert lead.owner == bob
