@@ -497,7 +497,7 @@ def lead_route(
         rows = _lock_cursors(loaded) if apply else {}
         now = now or timezone.now()
         if apply:
-            lead = Lead.objects.select_for_update().select_related("owner__user").get(pk=lead.pk)
+            lead = Lead.objects.select_for_update(of=("self",)).select_related("owner__user").get(pk=lead.pk)
         if loaded is None:
             d = _no_rules(lead, now)
             if apply and lead.owner_id is None:
@@ -544,12 +544,12 @@ def lead_assign_manual(lead: Lead, rep: Rep, *, actor, reason: str = "", now: dt
     logged as `manual_assigned` with the manager as actor."""
     now = now or timezone.now()
     with transaction.atomic():
-        lead = Lead.objects.select_for_update().select_related("owner__user", "rule").get(pk=lead.pk)
+        lead = Lead.objects.select_for_update(of=("self",)).select_related("owner__user", "rule").get(pk=lead.pk)
         if lead.status in (Lead.Status.WON, Lead.Status.LOST):
             raise TransitionRefused(f"lead is closed ({lead.status})")
         if lead.owner_id == rep.pk:
             raise LeadError(f"{rep.user.username} already owns this lead")
-        rep = Rep.objects.select_for_update().select_related("user").get(pk=rep.pk)
+        rep = Rep.objects.select_for_update(of=("self",)).select_related("user").get(pk=rep.pk)
         previous = lead.owner
         lead.owner = rep
         if lead.status in (Lead.Status.UNASSIGNED, Lead.Status.POOLED, Lead.Status.ASSIGNED):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 
@@ -46,5 +47,5 @@ def test_ten_leads_routed_concurrently_over_three_reps_split_4_3_3_in_turn():
         LeadEvent.objects.filter(kind="routed").order_by("at", "id").values_list("rep__user__username", flat=True)
     )
     assert len(in_order) == 10
-    assert all(x != y for x, y in zip(in_order, in_order[1:], strict=False))
+    assert all(x != y for x, y in itertools.pairwise(in_order))
     assert in_order == (["a", "b", "c"] * 4)[:10]

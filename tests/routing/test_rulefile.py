@@ -123,7 +123,9 @@ def test_the_fallback_is_checked_like_a_rule():
 def test_escalate_to_takes_usernames_or_levels():
     ok = with_rule({**OK_RULE, "escalate_to": {"levels": ["director"]}})
     assert ruleset_validate(ok, KNOWN)["rules"][0]["escalate_to"] == {"levels": ["director"]}
-    assert faults(with_rule({**OK_RULE, "escalate_to": ["nobody"]})) == ["rules[0].escalate_to[0]: unknown user 'nobody'"]
+    assert faults(with_rule({**OK_RULE, "escalate_to": ["nobody"]})) == [
+        "rules[0].escalate_to[0]: unknown user 'nobody'"
+    ]
 
 
 def test_broken_json_is_reported_with_its_position():

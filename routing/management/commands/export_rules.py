@@ -13,13 +13,13 @@ class Command(BaseCommand):
     help = "Print the rule set in force as JSON, in the same format load_rules reads."
 
     def add_arguments(self, parser):
-        parser.add_argument("--version", type=int, dest="ruleset_version", help="Export this version instead.")
+        parser.add_argument("--ruleset-version", type=int, dest="ruleset_version", help="Export this version instead.")
 
     def handle(self, *args, ruleset_version: int | None = None, **options):
         if ruleset_version is not None:
             rule_set = RuleSet.objects.filter(version=ruleset_version).first()
             if rule_set is None:
-                raise CommandError(f"--version: no rule set v{ruleset_version}", returncode=2)
+                raise CommandError(f"--ruleset-version: no rule set v{ruleset_version}", returncode=2)
         else:
             rule_set = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
             if rule_set is None:
