@@ -22,15 +22,19 @@ DATE = forms.DateInput(attrs={"type": "date"})
 class ReportFilter(django_filters.FilterSet):
     start = django_filters.DateFilter(field_name="received_at", lookup_expr="date__gte", label="From", widget=DATE)
     end = django_filters.DateFilter(field_name="received_at", lookup_expr="date__lte", label="To", widget=DATE)
-    team = django_filters.ModelChoiceFilter(field_name="owner__team", queryset=Team.objects.all(), empty_label="All")
+    team = django_filters.ModelChoiceFilter(
+        field_name="owner__team", queryset=Team.objects.all(), empty_label="All", label="Team"
+    )
     rep = django_filters.ModelChoiceFilter(
-        field_name="owner", queryset=Rep.objects.select_related("user"), empty_label="All"
+        field_name="owner", queryset=Rep.objects.select_related("user"), empty_label="All", label="Rep"
     )
     source = django_filters.CharFilter(field_name="source", label="Source")
     rule = django_filters.ModelChoiceFilter(
-        field_name="rule", queryset=Rule.objects.filter(rule_set__status="published"), empty_label="All"
+        field_name="rule", queryset=Rule.objects.filter(rule_set__status="published"), empty_label="All", label="Rule"
     )
-    pool = django_filters.ModelChoiceFilter(field_name="pool", queryset=Pool.objects.all(), empty_label="All")
+    pool = django_filters.ModelChoiceFilter(
+        field_name="pool", queryset=Pool.objects.all(), empty_label="All", label="Pool"
+    )
     tz = django_filters.CharFilter(method="keep", label="Time zone")
 
     class Meta:

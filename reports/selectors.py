@@ -667,7 +667,8 @@ def hoarding_flags(scope: Scope, untouched_limit: int = 3, stale_hours: int = 24
             continue
         reasons = []
         if pool.claim_limit and row["open"] >= pool.claim_limit:
-            reasons.append(f"at the claim limit ({row['open']}/{pool.claim_limit})")
+            where = "at" if row["open"] == pool.claim_limit else "over"
+            reasons.append(f"{where} the claim limit ({row['open']}/{pool.claim_limit})")
         if row["untouched"] >= untouched_limit:
             reasons.append(f"{row['untouched']} claimed leads not yet touched")
         if row["oldest"] and now - row["oldest"] >= dt.timedelta(hours=stale_hours):

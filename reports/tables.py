@@ -18,7 +18,7 @@ from reports.selectors import Scope
 class Column:
     key: str
     label: str
-    kind: str = "text"  # text | int | num | money | pct | rate_ci | dur | dt | hours | gini
+    kind: str = "text"  # text | int | num | money | pct | pct_delta | rate_ci | dur | dt | date | hours | gini
 
 
 @dataclass
@@ -176,7 +176,7 @@ def fairness_index_table(scope: Scope, by: str = "") -> Table:
         name="fairness_index",
         title="Fairness index by week",
         columns=[
-            Column("start", "Week from", "dt"),
+            Column("start", "Week from", "date"),
             Column("reps", "Reps available", "int"),
             Column("gini", "Gini of value per available hour", "gini"),
         ],

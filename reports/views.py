@@ -55,6 +55,7 @@ def _render(request: HttpRequest, template: str, context: dict[str, Any]) -> Htt
 def _with_links(request: HttpRequest, *tables: Table) -> list[Table]:
     for table in tables:
         table.csv_query = _query(request, **({"by": table.by} if table.by else {}))
+        table.by_links = [(key, label, _query(request, by=key)) for key, label in table.by_choices]
     return list(tables)
 
 

@@ -54,6 +54,8 @@ def cell(row: dict[str, Any], column) -> str:
         return f"{value:.2f}"
     if kind == "dur":
         return duration(value)
+    if kind == "date" and isinstance(value, dt.datetime):
+        return timezone.localtime(value, timezone.get_current_timezone()).strftime("%Y-%m-%d")
     if kind == "dt" and isinstance(value, dt.datetime):
         return timezone.localtime(value, timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M")
     return str(value)
