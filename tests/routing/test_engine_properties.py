@@ -1,0 +1,101 @@
+"""Properties of the engine over generated teams (hypothesis)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import random
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reps.availability import Schedule
+from routing.engine import STRATEGIES, CandidateState, CursorState, Roster, decide
+from tests.routing.engine_helpers import NOW, Router, rules
+
+ALL_LEVELS = {"levels": ["junior", "senior", "director", "manager"]}
+HOUR = dt.timedelta(hours=1)
+
+
+@st.composite
+def candidate(draw, name: str) -> CandidateState:
+    shifts = draw(st.sampled_from([{}, {d: ((dt.time(9), dt.time(17)),) for d in range(5)},
+                                   {d: ((dt.time(20), dt.time(2)),) for d in range(7)}]))
+    off = draw(st.sampled_from([(), ((NOW - HOUR, NOW + HOUR),), ((NOW + HOUR, NOW + 3 * HOUR),)]))
+    capacity = draw(st.none() | st.integers(0, 5))
+    daily_cap = draw(st.none() | st.integers(0, 5))
+    return CandidateState(
+        username=name,
+        level=draw(st.sampled_from(["junior", "senior", "director", "manager"])),
+        weight=draw(st.integers(0, 4)),
+        capacity=capacity,
+        open_count=draw(st.integers(0, 6)),
+        daily_cap=daily_cap,
+        given_24h=draw(st.integers(0, 6)),
+        schedule=Schedule(timezone=draw(st.sampled_from(["UTC", "Europe/Berlin", "Asia/Tokyo"])), shifts=shifts,
+                          time_off=off),
+        active=draw(st.booleans()),
+    )
+
+
+@st.composite
+def team(draw) -> list[CandidateState]:
+    n = draw(st.integers(1, 8))
+    return [draw(candidate(f"rep{i}")) for i in range(n)]
+
+
+moments = st.integers(0, 7 * 24 * 4).map(lambda q: NOW + dt.timedelta(minutes=15 * q))
+
+
+@settings(max_examples=150, deadline=None)
+@given(team(), st.sampled_from(STRATEGIES), moments, st.integers(0, 2**32), st.integers(1, 12))
+def test_the_engine_never_picks_an_unavailable_or_capped_rep(cands, strategy, now, seed, leads):
+    rs = rules({"name": "R", "candidates": ALL_LEVELS, "strategy": strategy})
+    router = Router(rs, cands, seed=seed, now=now)
+    for _ in range(leads):
+        before = {c.username: (c.open_count, c.given_24h) for c in router.roster.candidates}
+        d = router.route()
+        if d.rep_username is None:
+            continue
+        c = router.roster.by_name[d.rep_username]
+        open_count, given_24h = before[c.username]
+        assert c.active and c.schedule.is_available(now)
+        assert c.capacity is None or open_count < c.capacity
+        assert c.daily_cap is None or given_24h < c.daily_cap
+
+
+@settings(max_examples=150, deadline=None)
+@given(team(), st.sampled_from(STRATEGIES), moments, st.integers(0, 2**32))
+def test_explanations_name_every_candidate_exactly_once_with_a_reason(cands, strategy, now, seed):
+    rs = rules({"name": "R", "candidates": ALL_LEVELS, "strategy": strategy},
+               fallback={"candidates": {"levels": ["junior"]}, "strategy": "round_robin"})
+    d = decide({"country": "DE"}, rs, Roster(cands), {}, now, random.Random(seed))
+    first = d.trace[0]
+    assert sorted(c.username for c in first.candidates) == sorted(c.username for c in cands)
+    assert all(c.reason for c in first.candidates)
+    assert sum(c.chosen for t in d.trace for c in t.candidates) == (1 if d.rep_username else 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=2, max_size=5), st.integers(0, 2**32))
+def test_weighted_shares_converge_to_the_weights(weights, seed):
+    cands = [CandidateState(username=f"r{i}", weight=w) for i, w in enumerate(weights)]
+    router = Router(rules({"name": "W", "candidates": ALL_LEVELS, "strategy": "weighted"}), cands, seed=seed)
+    total = sum(weights)
+    n = 40 * total
+    counts = Counter(router.names(n))
+    for i, w in enumerate(weights):
+        assert abs(counts[f"r{i}"] - n * w / total) <= len(weights)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 8), st.integers(1, 40), st.integers(0, 7))
+def test_round_robin_never_serves_anyone_twice_in_a_row_and_keeps_counts_level(n, leads, start):
+    cands = [CandidateState(username=f"r{i}") for i in range(n)]
+    router = Router(rules({"name": "RR", "candidates": ALL_LEVELS, "strategy": "round_robin"}), cands)
+    router.cursors = {"RR": CursorState(last=f"r{start % n}")}
+    names = router.names(leads)
+    assert all(a != b for a, b in itertools.pairwise(names))
+    counts = Counter(names)
+    assert max(counts.values()) - min(counts.get(c.username, 0) for c in cands) <= 1
