@@ -278,15 +278,11 @@ def sweep_overdue(now: dt.datetime | None = None) -> dict[str, int]:
 
     This is what `manage.py sweep_overdue` and the django-q2 schedule both run.
     """
-    from routing import pools
     from routing.notify import deliver_pending
+    from routing.pools import pool_timeout_sweep
 
     now = now or timezone.now()
-    result: dict[str, int] = {}
-    pool_sweep = getattr(pools, "pool_timeout_sweep", None)
-    if pool_sweep is not None:
-        pool_result = pool_sweep(now)
-        result["pool_timeouts"] = pool_result if isinstance(pool_result, int) else _count(pool_result)
+    result: dict[str, int] = {"pool_timeouts": _count(pool_timeout_sweep(now))}
     result.update(sla_sweep(now))
     result.update(deliver_pending(now))
     return result
