@@ -378,17 +378,33 @@ def _enter_pool(lead: Lead, pool: Pool, rule: Rule | None, d: Decision, now: dt.
         event.save(update_fields=["detail"])
 
 
+def leads_notify(lead_ids: list[int], kind: str) -> None:
+    """Task body: the notifications of a routed batch (ids only, per STYLE §5)."""
+    from routing.notify import lead_notify
+
+    for pk in lead_ids:
+        lead_notify(pk, kind)
+
+
 def _notify_on_commit(lead_ids: list[int], kind: str) -> None:
+    """After commit only (a rolled-back assignment tells nobody). One lead is notified at once;
+    a batch becomes one background task so route_pending is not held up writing messages."""
     if not lead_ids:
         return
+    if len(lead_ids) == 1:
+        transaction.on_commit(lambda: leads_notify(lead_ids, kind))
+        return
 
-    def send() -> None:
-        from routing.notify import lead_notify
+    def queue() -> None:
+        from routing.tasks import enqueue
 
-        for pk in lead_ids:
-            lead_notify(pk, kind)
+        try:
+            enqueue("routing.services.leads_notify", lead_ids, kind)
+        except Exception:
+            # A broken broker must not undo routing that committed; tell them inline instead.
+            leads_notify(lead_ids, kind)
 
-    transaction.on_commit(send)
+    transaction.on_commit(queue)
 
 
 def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool) -> dict[str, int]:
@@ -595,8 +611,21 @@ def ruleset_check(data: Any) -> dict:
 
 
 __all__ = [
-    "LeadError", "RuleFileError", "RuleSetRefused", "TransitionRefused",
-    "lead_assign_manual", "lead_explain", "lead_route", "lead_set_status", "record_event", "route_leads",
-    "ruleset_check", "ruleset_create_draft", "ruleset_preview", "ruleset_publish", "ruleset_rollback",
+    "LeadError",
+    "RuleFileError",
+    "RuleSetRefused",
+    "TransitionRefused",
+    "lead_assign_manual",
+    "lead_explain",
+    "lead_route",
+    "lead_set_status",
+    "leads_notify",
+    "record_event",
+    "route_leads",
+    "ruleset_check",
+    "ruleset_create_draft",
+    "ruleset_preview",
+    "ruleset_publish",
+    "ruleset_rollback",
     "ruleset_to_dict",
 ]
