@@ -1,0 +1,320 @@
+"""`import_leads` (CONTRACT §4): the summary, exit codes, and every bad input the issue lists."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from routing.models import Lead, LeadEvent
+from tests.factories import LeadFactory, RepFactory
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+HEADER = ["email", "first_name", "last_name", "company", "country", "score", "priority"]
+
+pytestmark = pytest.mark.django_db
+
+
+def write_csv(tmp_path: Path, rows: list[list[str]], header: list[str] = HEADER, *, name: str = "leads.csv",
+              delimiter: str = ",", encoding: str = "utf-8") -> Path:
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path = tmp_path / name
+    path.write_bytes(buf.getvalue().encode(encoding))
+    return path
+
+
+def run_import(path: Path, *args: str) -> dict:
+    out = io.StringIO()
+    call_command("import_leads", str(path), "--json", *args, stdout=out)
+    return json.loads(out.getvalue())
+
+
+def assert_adds_up(summary: dict) -> None:
+    assert summary["created"] + summary["merged"] + summary["failed"] == summary["rows"]
+    failed_rows = {e["row"] for e in summary["errors"]}
+    assert len(failed_rows) == summary["failed"]
+    for err in summary["errors"]:
+        assert set(err) == {"row", "column", "message"} and err["message"]
+
+
+def test_it_prints_exactly_the_contract_summary_keys(tmp_path):
+    summary = run_import(write_csv(tmp_path, [["a@x.example", "A", "B", "Co", "DE", "10", "normal"]]), "--no-route")
+
+    assert set(summary) == {"rows", "created", "merged", "failed", "assigned", "pooled", "unassigned", "errors"}
+    assert summary["rows"] == 1 and summary["created"] == 1
+
+
+def test_it_creates_119_merges_78_and_rejects_3_in_scenario_9(tmp_path):
+    rows = []
+    for i in range(80):
+        rows.append([f"{'Twin' if i % 2 else 'solo'}@Shared.example", "N", str(i), "Co", "DE", "50", "normal"])
+    for i in range(117):
+        rows.append([f"unique{i}@leads.example", "U", str(i), "Co", "FR", "20", "normal"])
+    rows.insert(10, ["not-an-email", "Bad", "Email", "Co", "DE", "10", "normal"])
+    rows.insert(50, ["x@leads.example", "Bad", "Score", "Co", "DE", "high", "normal"])
+    rows.insert(150, ["y@leads.example", "Bad", "Country", "Co", "Narnia", "10", "normal"])
+
+    summary = run_import(write_csv(tmp_path, rows), "--no-route")
+
+    assert (summary["rows"], summary["created"], summary["merged"], summary["failed"]) == (200, 119, 78, 3)
+    assert sorted((e["row"], e["column"]) for e in summary["errors"]) == [
+        (12, "email"), (52, "score"), (152, "country")
+    ]
+    assert Lead.objects.count() == 119
+    assert Lead.objects.get(email="twin@shared.example").merged_count == 39
+    assert LeadEvent.objects.filter(kind="merged").count() == 78
+    assert LeadEvent.objects.filter(kind="received").count() == 119
+
+
+def test_it_merges_a_duplicate_into_the_open_lead_which_keeps_its_owner(tmp_path):
+    owner = RepFactory()
+    lead = LeadFactory(email="known@customer.example", owner=owner, status="assigned", company="")
+
+    summary = run_import(write_csv(tmp_path, [["KNOWN@customer.example", "K", "N", "NewCo", "DE", "", ""]]),
+                         "--no-route")
+
+    lead.refresh_from_db()
+    assert summary["merged"] == 1 and summary["created"] == 0
+    assert lead.owner == owner and lead.status == "assigned"
+    assert lead.company == "NewCo"  # blanks are filled from the duplicate
+    event = lead.events.get(kind="merged")
+    assert event.detail["source"] == "leads.csv" and event.detail["row"] == 2
+
+
+def test_it_creates_a_new_lead_when_the_earlier_one_is_closed(tmp_path):
+    LeadFactory(email="again@customer.example", status="lost")
+
+    summary = run_import(write_csv(tmp_path, [["again@customer.example", "A", "G", "Co", "DE", "", ""]]), "--no-route")
+
+    assert summary["created"] == 1
+
+
+def test_it_records_the_source_on_the_received_event(tmp_path):
+    run_import(write_csv(tmp_path, [["src@x.example", "S", "R", "Co", "DE", "", ""]]), "--no-route", "--source", "fair")
+
+    event = LeadEvent.objects.get(kind="received")
+    assert event.detail == {"source": "fair", "row": 2}
+    assert event.lead.source == "fair"
+
+
+def test_a_dry_run_reports_but_writes_nothing(tmp_path):
+    rows = [["d@x.example", "D", "R", "Co", "DE", "", ""], ["D@x.example", "D", "R", "Co", "DE", "", ""],
+            ["bad", "D", "R", "Co", "DE", "", ""]]
+
+    summary = run_import(write_csv(tmp_path, rows), "--dry-run")
+
+    assert (summary["created"], summary["merged"], summary["failed"]) == (1, 1, 1)
+    assert Lead.objects.count() == 0 and LeadEvent.objects.count() == 0
+
+
+def test_it_routes_new_leads_unless_told_not_to(tmp_path):
+    summary = run_import(write_csv(tmp_path, [["r@x.example", "R", "O", "Co", "DE", "", ""]]))
+
+    assert summary["assigned"] + summary["pooled"] + summary["unassigned"] == 1
+
+
+def test_an_empty_file_exits_with_code_2(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+
+    with pytest.raises(CommandError) as exc:
+        run_import(path)
+
+    assert exc.value.returncode == 2 and "empty" in str(exc.value)
+
+
+def test_binary_garbage_exits_with_code_2(tmp_path):
+    path = tmp_path / "photo.csv"
+    path.write_bytes(bytes(range(256)) * 40)
+
+    with pytest.raises(CommandError) as exc:
+        run_import(path)
+
+    assert exc.value.returncode == 2
+
+
+def test_a_missing_file_exits_with_code_2(tmp_path):
+    with pytest.raises(CommandError) as exc:
+        run_import(tmp_path / "nope.csv")
+
+    assert exc.value.returncode == 2
+
+
+def test_a_header_only_file_imports_nothing_and_exits_0(tmp_path):
+    summary = run_import(write_csv(tmp_path, []))
+
+    assert summary["rows"] == 0 and summary["errors"] == []
+
+
+def test_rows_with_more_or_fewer_cells_than_the_header_are_rejected_with_their_row(tmp_path):
+    rows = [["ok@x.example", "O", "K", "Co", "DE", "", ""], ["long@x.example", "L", "O", "Co", "DE", "", "", "surplus"],
+            ["short@x.example", "S", "H"]]
+
+    summary = run_import(write_csv(tmp_path, rows), "--no-route")
+
+    assert summary["created"] == 1 and summary["failed"] == 2
+    assert {(e["row"], e["column"]) for e in summary["errors"]} == {(3, "column 8"), (4, "company")}
+    assert_adds_up(summary)
+
+
+def test_invalid_emails_are_rejected_with_the_reason(tmp_path):
+    summary = run_import(write_csv(tmp_path, [["jane@@example", "J", "D", "Co", "DE", "", ""]]), "--no-route")
+
+    assert summary["errors"] == [{"row": 2, "column": "email", "message": "invalid email address 'jane@@example'"}]
+
+
+def test_a_word_as_score_is_rejected(tmp_path):
+    summary = run_import(write_csv(tmp_path, [["s@x.example", "S", "C", "Co", "DE", "high", ""]]), "--no-route")
+
+    assert summary["failed"] == 1 and summary["errors"][0]["column"] == "score"
+
+
+def test_an_unknown_country_is_rejected(tmp_path):
+    summary = run_import(write_csv(tmp_path, [["c@x.example", "C", "N", "Co", "Atlantis", "", ""]]), "--no-route")
+
+    assert summary["errors"][0]["column"] == "country" and "Atlantis" in summary["errors"][0]["message"]
+
+
+def test_an_unknown_priority_is_rejected(tmp_path):
+    summary = run_import(write_csv(tmp_path, [["p@x.example", "P", "R", "Co", "DE", "", "asap"]]), "--no-route")
+
+    assert summary["errors"][0]["column"] == "priority"
+
+
+def test_a_received_date_in_the_future_is_rejected(tmp_path):
+    path = write_csv(tmp_path, [["f@x.example", "2999-01-01T00:00:00Z"]], header=["email", "received_at"])
+
+    summary = run_import(path, "--no-route")
+
+    assert summary["errors"][0]["column"] == "received_at" and "future" in summary["errors"][0]["message"]
+
+
+def test_a_row_without_email_or_phone_names_both_columns(tmp_path):
+    path = write_csv(tmp_path, [["", "", "Nobody"]], header=["Email", "Phone", "Company"])
+
+    summary = run_import(path, "--no-route")
+
+    assert summary["errors"] == [{"row": 2, "column": "Email / Phone", "message": "email or phone is required"}]
+
+
+def test_formula_looking_cells_are_stored_as_plain_text(tmp_path):
+    rows = [["f1@x.example", "=HYPERLINK(\"http://evil\",\"x\")", "+cmd", "@SUM(A1:A2)", "DE", "", ""]]
+
+    run_import(write_csv(tmp_path, rows), "--no-route")
+
+    lead = Lead.objects.get()
+    assert (lead.first_name, lead.last_name, lead.company) == ('=HYPERLINK("http://evil","x")', "+cmd", "@SUM(A1:A2)")
+
+
+def test_duplicate_rows_in_one_file_become_one_lead(tmp_path):
+    row = ["dup@x.example", "D", "U", "Co", "DE", "", ""]
+
+    summary = run_import(write_csv(tmp_path, [row, row, row]), "--no-route")
+
+    assert (summary["created"], summary["merged"]) == (1, 2)
+    assert Lead.objects.get().merged_count == 2
+
+
+def test_a_file_that_is_half_latin_1_keeps_every_accent(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(
+        "email,first_name,company\r\nzoe@x.example,Zoë,Café Ünd Co\r\n".encode()
+        + "rene@x.example,René,Brötchen AG\r\n".encode("latin-1")
+    )
+
+    summary = run_import(path, "--no-route")
+
+    assert summary["created"] == 2
+    assert set(Lead.objects.values_list("first_name", flat=True)) == {"Zoë", "René"}
+    assert Lead.objects.get(email="rene@x.example").company == "Brötchen AG"
+
+
+def test_a_cp1252_semicolon_file_with_bom_less_excel_headers_is_read(tmp_path):
+    path = write_csv(tmp_path, [["mueller@x.example", "Jürgen", "Müller – Söhne", "Österreich"]],
+                     header=["E-Mail Address", "First Name", "Company Name", "Country"], delimiter=";",
+                     encoding="cp1252")
+
+    summary = run_import(path, "--no-route")
+
+    lead = Lead.objects.get()
+    assert summary["created"] == 1
+    assert (lead.first_name, lead.company, lead.country) == ("Jürgen", "Müller – Söhne", "AT")
+
+
+def test_a_utf8_bom_tab_separated_file_with_embedded_newlines_is_read(tmp_path):
+    path = tmp_path / "tabs.tsv"
+    path.write_bytes(
+        "\ufeffEmail\tCompany\tNotes\r\n"
+        'nl@x.example\t"Line One\nLine Two"\tok\r\n'
+        "nl2@x.example\tSecond\tfine\r\n".encode()
+    )
+
+    summary = run_import(path, "--no-route")
+
+    assert summary["created"] == 2
+    assert Lead.objects.get(email="nl@x.example").company == "Line One\nLine Two"
+    assert Lead.objects.get(email="nl2@x.example").extra == {"Notes": "fine"}
+
+
+def test_a_multi_line_record_counts_as_one_spreadsheet_row(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(b'email,company\r\na@x.example,"two\nlines"\r\nbad-email,Co\r\n')
+
+    summary = run_import(path, "--no-route")
+
+    assert summary["errors"][0]["row"] == 3
+
+
+def test_unknown_columns_go_to_extra(tmp_path):
+    path = write_csv(tmp_path, [["e@x.example", "Gold", "yes"]], header=["email", "Tier", "Newsletter"])
+
+    run_import(path, "--no-route")
+
+    assert Lead.objects.get().extra == {"Tier": "Gold", "Newsletter": "yes"}
+
+
+def test_the_salesforce_example_export_imports(tmp_path):
+    summary = run_import(EXAMPLES / "salesforce.csv", "--no-route")
+
+    lead = Lead.objects.get(email="karl.huber@example.at")
+    assert summary["created"] == 2
+    assert (lead.country, lead.region, lead.postcode, lead.company_size, lead.source) == (
+        "AT", "Vienna", "1010", 5000, "Web"
+    )
+    assert lead.extra["Rating"] == "Warm"
+
+
+def test_the_hubspot_example_export_imports(tmp_path):
+    summary = run_import(EXAMPLES / "hubspot.csv", "--no-route")
+
+    lead = Lead.objects.get(email="sam.lee@example.com")
+    assert summary["created"] == 2
+    assert (lead.country, lead.company, lead.company_size, lead.phone, lead.score) == (
+        "US", "Bay Labs", 51, "+14155550100", 62
+    )
+
+
+def test_our_own_example_normalises_phone_country_and_size(tmp_path):
+    run_import(EXAMPLES / "leads.csv", "--no-route")
+
+    lead = Lead.objects.get(email="jose.garcia@example.es")
+    assert (lead.country, lead.phone, lead.company_size) == ("ES", "+34912345678", 11)
+
+
+def test_the_summary_adds_up_on_a_messy_file(tmp_path):
+    rows = [["a@x.example", "A", "", "", "DE", "", ""], ["A@X.example", "", "", "", "", "", ""],
+            ["b@x.example", "B", "", "", "Mars", "", ""], ["", "", "", "", "", "", ""],
+            ["c@x.example", "", "", "", "", "101", ""], ["d@x.example"]]
+
+    summary = run_import(write_csv(tmp_path, rows), "--no-route")
+
+    assert summary["rows"] == 6
+    assert_adds_up(summary)
