@@ -1,0 +1,80 @@
+"""The rep board in a real browser: live claims side by side, shotgun banners, keyboard only."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from routing.models import Lead
+from routing.pools import lead_enter_pool
+from tests.factories import LeadFactory, PoolFactory
+from tests.routing.test_pools_support import pooled
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+# The board polls every 3 s; allow a few polls on a loaded machine.
+LIVE = 12_000
+
+
+def mark_page(page) -> None:
+    """A flag that a full page load would wipe: proves later changes happened in place."""
+    page.evaluate("window.__noReload = true")
+
+
+def assert_not_reloaded(page) -> None:
+    assert page.evaluate("window.__noReload === true")
+
+
+def test_one_rep_claims_and_the_other_reps_board_updates_without_reload(logged_in, rep, other_rep):
+    pool = PoolFactory(name="smb", members=[rep, other_rep])
+    lead = pooled(pool, company="Contested Co")
+    alice, bob = logged_in(rep.user, "/board/"), logged_in(other_rep.user, "/board/")
+    for page in (alice, bob):
+        expect(page.locator(f"#pool-row-{lead.pk}")).to_contain_text("Contested Co")
+        mark_page(page)
+
+    alice.locator(f"#claim-{lead.pk}").click()
+
+    expect(alice.locator(f"#pool-row-{lead.pk}")).to_contain_text("Yours")
+    expect(alice.locator("#my-leads")).to_contain_text("Contested Co")
+    expect(bob.locator(f"#pool-row-{lead.pk}")).to_contain_text(f"Taken by {rep.display_name}", timeout=LIVE)
+    expect(bob.locator(f"#claim-{lead.pk}")).to_have_count(0)
+    assert_not_reloaded(alice)
+    assert_not_reloaded(bob)
+    assert Lead.objects.get(pk=lead.pk).owner == rep
+
+
+def test_a_shotgun_announcement_appears_live_and_the_claim_succeeds(logged_in, rep, other_rep):
+    pool = PoolFactory(name="hot", members=[rep, other_rep], mode="shotgun")
+    alice, bob = logged_in(rep.user, "/board/"), logged_in(other_rep.user, "/board/")
+    mark_page(alice)
+
+    lead = lead_enter_pool(LeadFactory(company="Shotgun Corp"), pool)
+
+    banner = alice.locator(f"#ann-{lead.pk}")
+    expect(banner).to_contain_text("Shotgun Corp", timeout=LIVE)
+    expect(bob.locator(f"#ann-{lead.pk}")).to_contain_text("Shotgun Corp", timeout=LIVE)
+    banner.get_by_role("button", name="Claim it").click()
+    expect(banner).to_contain_text("Yours")
+    expect(alice.locator("#my-leads")).to_contain_text("Shotgun Corp")
+    expect(bob.locator(f"#ann-{lead.pk}")).to_have_count(0, timeout=LIVE)
+    assert_not_reloaded(alice)
+    assert Lead.objects.get(pk=lead.pk).owner == rep
+
+
+def test_claiming_works_with_the_keyboard_only(logged_in, rep):
+    pool = PoolFactory(members=[rep])
+    lead = pooled(pool, company="Keyboard GmbH")
+    page = logged_in(rep.user, "/board/")
+    target = f"claim-{lead.pk}"
+
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == target:
+            break
+    else:
+        pytest.fail("the claim button cannot be reached with Tab")
+    page.keyboard.press("Enter")
+
+    expect(page.locator(f"#pool-row-{lead.pk}")).to_contain_text("Yours")
+    assert Lead.objects.get(pk=lead.pk).owner == rep
