@@ -176,3 +176,39 @@ def test_two_sweepers_at_once_take_each_step_exactly_once():
         reminders = Notification.objects.filter(lead=lead, kind="sla_reminder", channel="email")
         assert reminders.count() == 1
         assert reminders.get().status == Notification.Status.SENT
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_sweepers_at_once_reassign_each_lead_exactly_once():
+    alice, bob, carol = (RepFactory(user__username=name) for name in ("alice", "bob", "carol"))
+    rule = make_rule(sla_minutes=15, candidates={"reps": ["alice", "bob", "carol"]})
+    leads = [assigned_lead(alice, due=MONDAY_0905 - i * MINUTE, rule=rule, escalation_step=1) for i in range(20)]
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def sweeper():
+        try:
+            barrier.wait()
+            sweep_overdue(MONDAY_0905)
+        except BaseException as exc:  # surfaced below; a thread cannot fail the test itself
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sweeper) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    owners = []
+    for lead in leads:
+        lead = Lead.objects.get(pk=lead.pk)
+        assert (lead.escalation_step, lead.reassign_count) == (2, 1)
+        assert lead.events.filter(kind=LeadEvent.Kind.REASSIGNED).count() == 1
+        assert lead.events.filter(kind=LeadEvent.Kind.ESCALATED).count() == 1
+        owners.append(lead.owner_id)
+    # Round robin over the two who remain: the shared pointer moved once per lead.
+    assert sorted(owners.count(r.pk) for r in (bob, carol)) == [10, 10]
