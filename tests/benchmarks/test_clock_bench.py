@@ -14,6 +14,7 @@ import time
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from routing.models import Lead, LeadEvent
 from routing.sla import sweep_overdue
@@ -85,3 +86,84 @@ def test_sweep_100k():
     idle = timed(lambda: result.update(sweep_overdue(NOW)))
     assert result["escalated"] == 0
     report("sweep_100k_idle", idle, baseline)
+
+
+# -- speed to lead: received → notified with the django-q2 cluster running ------------------------
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_speed_to_lead(settings):
+    """Leads are routed one by one as they arrive; the worker (a real `qcluster` on the ORM broker)
+    delivers the owner's email. Baseline: delivering the same email in-process, without the queue."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from routing.models import Notification
+    from routing.notify import lead_notify, notification_deliver
+    from routing.services import route_leads
+    from tests.factories import LeadFactory
+    from tests.routing.test_sla import make_rule
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the worker process needs a database it can share: run with DATABASE_URL=postgres://…")
+    n = max(20, min(200, scale() // 1000))
+    RepFactory(user__username="fast")
+    make_rule(candidates={"reps": ["fast"]}, strategy="first_available")
+
+    # In-process baseline: one pending email delivered directly.
+    direct = []
+    for _ in range(10):
+        lead = LeadFactory()
+        Lead.objects.filter(pk=lead.pk).update(owner_id=RepFactory().pk, status=Lead.Status.ASSIGNED)
+        (email,) = [pk for pk in lead_notify(lead.pk, "assigned")
+                    if Notification.objects.get(pk=pk).channel == Notification.Channel.EMAIL]
+        direct.append(timed(lambda pk=email: notification_deliver(pk)))
+    baseline = _percentile(direct, 0.5)
+
+    settings.TESTING = False  # queue for the cluster instead of running tasks inline
+    env = {**os.environ, "DATABASE_URL": _database_url(), "DEBUG": "1", "Q_SYNC": "0", "EMAIL_URL": "consolemail://"}
+    root = Path(__file__).resolve().parents[2]
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        warm = LeadFactory()
+        route_leads([warm.pk])
+        assert _wait(lambda: Lead.objects.filter(pk=warm.pk, notified_at__isnull=False).exists(), 60), "no worker"
+
+        ids = []
+        for _ in range(n):
+            lead = LeadFactory(received_at=timezone.now())
+            route_leads([lead.pk])
+            ids.append(lead.pk)
+            time.sleep(0.02)
+        assert _wait(lambda: Lead.objects.filter(pk__in=ids, notified_at__isnull=True).count() == 0, 120)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+    latencies = [(lead.notified_at - lead.received_at).total_seconds() for lead in Lead.objects.filter(pk__in=ids)]
+    report("speed_to_lead_p50", _percentile(latencies, 0.5), baseline)
+    report("speed_to_lead_p99", _percentile(latencies, 0.99), baseline)
