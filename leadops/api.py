@@ -11,4 +11,5 @@ api = NinjaAPI(
     ),
     urls_namespace="api",
 )
+api.add_router("/leads/", "routing.api.router")  # leads in: create, read, list, status (CONTRACT §4)
 api.add_router("/", "routing.api_pools.router")  # pools & claims (CONTRACT §5)

@@ -1,3 +1,3 @@
 """Admin for managers, one module per concern."""
 
-from routing.admin import leads, notifications, pools  # noqa: F401
+from routing.admin import intake, leads, notifications, pools  # noqa: F401
