@@ -153,12 +153,6 @@ def lead_announce(lead: Lead, pool: Pool, *, now: dt.datetime, actor=None, reaso
 # -- claiming -------------------------------------------------------------------------------------
 
 
-def _membership(lead_pool_id: int | None, rep: Rep) -> PoolMembership | None:
-    if lead_pool_id is None:
-        return None
-    return PoolMembership.objects.filter(pool_id=lead_pool_id, rep=rep).first()
-
-
 def _sla_due(lead: Lead, rep: Rep, now: dt.datetime) -> dt.datetime | None:
     minutes = sla_minutes_for(lead)
     return sla_due_at(rep, now, minutes) if minutes else None
@@ -198,11 +192,13 @@ def lead_claim(lead: Lead, *, rep: Rep, actor=None, now: dt.datetime | None = No
     with transaction.atomic():
         current = Lead.objects.select_related("pool", "rule", "owner__user").get(pk=lead.pk)
         pool = current.pool
-        membership = _membership(current.pool_id, rep)
+        # Serialise this member's claims: the limit check below and the UPDATE commit together.
+        membership = (
+            PoolMembership.objects.select_for_update().filter(pool_id=current.pool_id, rep=rep).first()
+            if current.pool_id else None
+        )
         if membership is None:
             raise NotAMember("You are not a member of the pool this lead is in.")
-        # Serialise this member's claims: the limit check below and the UPDATE commit together.
-        PoolMembership.objects.select_for_update().filter(pk=membership.pk).get()
         if current.owner_id == rep.pk:
             return current
         held = held_counts(pool, [rep.pk]).get(rep.pk, 0)
@@ -225,15 +221,19 @@ def lead_claim(lead: Lead, *, rep: Rep, actor=None, now: dt.datetime | None = No
             )
         else:
             sla_due = _sla_due(current, rep, now)
+            changes = {
+                "owner": rep, "status": Lead.Status.ASSIGNED, "claimed_at": now, "assigned_at": now,
+                "sla_due_at": sla_due, "escalation_step": 0, "pool_due_at": None, "updated_at": now,
+            }
             won = Lead.objects.filter(
                 pk=current.pk, owner__isnull=True, status=Lead.Status.POOLED, pool=pool
-            ).update(
-                owner=rep, status=Lead.Status.ASSIGNED, claimed_at=now, assigned_at=now,
-                sla_due_at=sla_due, escalation_step=0, pool_due_at=None, updated_at=now,
-            )
+            ).update(**changes)
             if won == 1:
-                current.refresh_from_db()
-                PoolAnnouncement.objects.filter(lead=current).delete()
+                for field, value in changes.items():
+                    setattr(current, field, value)
+                # Only shotgun pools (or a shotgun timeout) leave announcements behind.
+                if pool.mode == Pool.Mode.SHOTGUN or current.pool_stage == Pool.OnTimeout.SHOTGUN:
+                    PoolAnnouncement.objects.filter(lead=current).delete()
                 record_event(current, LeadEvent.Kind.CLAIMED, at=now, actor=actor, rep=rep, pool=pool,
                              held=held + 1, limit=pool.claim_limit)
                 return current
