@@ -339,10 +339,16 @@ def _load_balanced(reps: list[Rep], now: dt.datetime) -> Rep | None:
 
 
 def _push(lead: Lead, pool: Pool, now: dt.datetime) -> bool:
-    rep = _load_balanced(available_members(pool, now), now)
+    states = member_states(pool, now)
+    rep = _load_balanced([m.rep for m in states if m.reason is None], now)
     if rep is None:
+        # Nobody can take it now: try again when the first member starts work (or after another
+        # window), so a night-time timeout is pushed in the morning rather than never.
+        starts = [t for m in states if (t := schedule_for(m.rep).next_available(now)) is not None and t > now]
+        retry_at = min([*starts, now + dt.timedelta(minutes=pool.window_minutes or 15)])
+        Lead.objects.filter(pk=lead.pk).update(pool_stage="", pool_due_at=retry_at)
         record_event(lead, LeadEvent.Kind.UNASSIGNED, at=now, pool=pool, reason="pool timeout: no member available",
-                     action="push")
+                     action="push", retry_at=retry_at.isoformat())
         return False
     done = Lead.objects.filter(pk=lead.pk, owner__isnull=True, status=Lead.Status.POOLED).update(
         owner=rep, status=Lead.Status.ASSIGNED, assigned_at=now, sla_due_at=_sla_due(lead, rep, now), escalation_step=0,

@@ -232,3 +232,16 @@ def test_admin_adds_the_senior_reps_of_a_team_as_members(client, rep):
 
     assert response.status_code == 302, response.content.decode()[:2000]
     assert set(PoolMembership.objects.filter(pool=pool).values_list("rep_id", flat=True)) == {b.pk}
+
+
+def test_a_push_with_nobody_available_is_retried_when_a_member_starts_work(db):
+    early = RepFactory(hours={0: ("11:00", "17:00")})  # Monday from 11:00 UTC
+    pool = PoolFactory(members=[early], window_minutes=10, on_timeout="push")
+    lead = overdue_lead(pool)
+
+    assert pool_timeout_sweep(NOW)["push_failed"] == 1
+    assert sum(pool_timeout_sweep(NOW).values()) == 0
+
+    pool_timeout_sweep(NOW.replace(hour=11))
+    lead.refresh_from_db()
+    assert lead.owner == early
