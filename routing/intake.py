@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from routing import services
-from routing.csvio import EXTRA, FIELDS, IGNORE, CsvFile
+from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
 from routing.intake_normalise import normalise_lead
 from routing.models import ImportJob, Lead, LeadEvent
 
@@ -82,6 +82,7 @@ class Importer:
         job: ImportJob | None = None,
         chunk_rows: int = CHUNK_ROWS,
         on_progress: Callable[[ImportResult, int], None] | None = None,
+        unescape_formulas: bool = False,
     ) -> None:
         self.source = source
         self.actor = actor
@@ -91,6 +92,8 @@ class Importer:
         self.job = job
         self.chunk_rows = chunk_rows
         self.on_progress = on_progress
+        # A retry uploads our own rejected-rows export, whose formula-like cells we prefixed with "'".
+        self.unescape_formulas = unescape_formulas
         self.result = ImportResult()
         # Only a dry run remembers emails across chunks: a real run finds earlier chunks'
         # leads in the database, which keeps memory flat.
@@ -113,6 +116,8 @@ class Importer:
         values: dict[str, Any] = {}
         extra: dict[str, str] = {}
         for header, cell in zip(headers, cells, strict=True):
+            if self.unescape_formulas and cell[:1] == "'" and cell[1:2] in FORMULA_START:
+                cell = cell[1:]
             target = csvfile.mapping.get(header, EXTRA)
             if target == IGNORE:
                 continue

@@ -13,4 +13,8 @@ urlpatterns = [
     path("pools/<int:pk>/", board.pool_detail, name="pool_detail"),
     path("pools/leads/<int:pk>/take-back/", board.take_back, name="pool_take_back"),
     path("intake/", intake.intake_home, name="intake"),
+    path("intake/<int:pk>/", intake.intake_job, name="intake_job"),
+    path("intake/<int:pk>/mapping/", intake.intake_mapping, name="intake_mapping"),
+    path("intake/<int:pk>/start/", intake.intake_start, name="intake_start"),
+    path("intake/<int:pk>/rejected.csv", intake.intake_rejected, name="intake_rejected"),
 ]

@@ -37,6 +37,7 @@ class ImportJob(models.Model):
     )
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
     created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When the user confirmed the mapping.")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -45,6 +46,14 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.original_name} ({self.get_status_display()})"
+
+    @property
+    def awaiting_confirmation(self) -> bool:
+        return self.status == self.Status.PENDING and self.queued_at is None
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status == self.Status.RUNNING or (self.status == self.Status.PENDING and self.queued_at is not None)
 
     @property
     def percent(self) -> int:

@@ -1,11 +1,206 @@
-from django.http import HttpRequest, HttpResponse
+"""Web intake for ops staff: upload, map columns, preview, import in the background, follow progress,
+download the rejected rows, retry with a corrected file."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+from django_q.tasks import async_task
 
 from leadops.roles import ops_required
+from routing.csvio import IGNORE, TARGETS, CsvUnreadable, open_csv, safe_cell
 from routing.models import ImportJob
+
+PREVIEW_ROWS = 8
+DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+
+
+def _get_job(pk: int) -> ImportJob:
+    return get_object_or_404(ImportJob.objects.select_related("created_by", "retry_of"), pk=pk)
 
 
 @ops_required
 def intake_home(request: HttpRequest) -> HttpResponse:
-    jobs = ImportJob.objects.all()[:20]
-    return TemplateResponse(request, "routing/intake.html", {"jobs": jobs})
+    """The upload form and the import history. POST uploads a file (optionally as a retry)."""
+    status = 200
+    if request.method == "POST":
+        job, error = _upload(request)
+        if job is not None:
+            return redirect("intake_job", pk=job.pk)
+        messages.error(request, error)
+        status = 413 if "limit" in error else 400
+    jobs = ImportJob.objects.select_related("created_by")[:30]
+    return TemplateResponse(
+        request, "routing/intake.html",
+        {"jobs": jobs, "limit": settings.INTAKE_MAX_UPLOAD_BYTES}, status=status,
+    )
+
+
+def _upload(request: HttpRequest) -> tuple[ImportJob | None, str]:
+    upload = request.FILES.get("file")
+    if upload is None:
+        return None, "Choose a CSV file to upload."
+    limit = settings.INTAKE_MAX_UPLOAD_BYTES
+    if upload.size > limit:
+        return None, (
+            f"{upload.name} is {filesizeformat(upload.size)}; the upload limit is {filesizeformat(limit)}. "
+            "Split the file or import it with `manage.py import_leads`."
+        )
+    retry_of = None
+    if request.POST.get("retry_of"):
+        retry_of = ImportJob.objects.filter(pk=request.POST["retry_of"]).first()
+    job = ImportJob(
+        original_name=Path(upload.name).name[:255], created_by=request.user, retry_of=retry_of,
+        source=(request.POST.get("source") or (retry_of.source if retry_of else "")).strip()[:100],
+        route=request.POST.get("no_route") != "on",
+    )
+    job.file.save(Path(upload.name).name, upload, save=False)
+    try:
+        with job.file.open("rb") as stream:
+            csvfile = open_csv(stream)
+    except CsvUnreadable as exc:
+        job.file.delete(save=False)
+        return None, f"{upload.name}: {exc}"
+    job.mapping = csvfile.mapping
+    if retry_of is not None and "reason" in job.mapping:
+        job.mapping["reason"] = IGNORE  # our own rejected-rows export: the reasons are not lead data
+    job.save()
+    return job, ""
+
+
+def _preview(job: ImportJob) -> dict:
+    try:
+        with job.file.open("rb") as stream:
+            csvfile = open_csv(stream, job.mapping)
+            rows = [
+                {"n": n, "cells": None, "error": cells} if isinstance(cells, str) else {"n": n, "cells": cells}
+                for n, cells in islice(csvfile.records, PREVIEW_ROWS)
+            ]
+    except CsvUnreadable as exc:
+        return {"preview_error": str(exc)}
+    columns = [
+        {"index": i, "header": h, "target": csvfile.mapping.get(h, "extra")} for i, h in enumerate(csvfile.headers)
+    ]
+    return {
+        "columns": columns, "rows": rows, "targets": TARGETS, "encoding": csvfile.encoding,
+        "delimiter": DELIMITER_NAMES.get(csvfile.delimiter, csvfile.delimiter),
+        "preset": csvfile.preset,
+    }
+
+
+@ops_required
+def intake_job(request: HttpRequest, pk: int) -> HttpResponse:
+    """One import: the mapping preview while waiting, then live progress and the summary."""
+    job = _get_job(pk)
+    context = {"job": job, "errors": job.errors[:100]}
+    if job.awaiting_confirmation:
+        context.update(_preview(job))
+    if request.htmx and request.GET.get("part") == "progress":
+        return TemplateResponse(request, "routing/intake_job.html#progress", context)
+    return TemplateResponse(request, "routing/intake_job.html", context)
+
+
+def _mapping_from(request: HttpRequest, job: ImportJob) -> dict[str, str]:
+    with job.file.open("rb") as stream:
+        headers = open_csv(stream, job.mapping).headers
+    mapping = dict(job.mapping)
+    for i, header in enumerate(headers):
+        target = request.POST.get(f"map-{i}")
+        if target in TARGETS:
+            mapping[header] = target
+    return mapping
+
+
+@ops_required
+@require_POST
+def intake_mapping(request: HttpRequest, pk: int) -> HttpResponse:
+    """htmx: the user corrected a column's target; save it and show the preview again."""
+    job = _get_job(pk)
+    if not job.awaiting_confirmation:
+        return redirect("intake_job", pk=job.pk)
+    try:
+        job.mapping = _mapping_from(request, job)
+    except CsvUnreadable:
+        return redirect("intake_job", pk=job.pk)
+    job.save(update_fields=["mapping"])
+    context = {"job": job, **_preview(job)}
+    template = "routing/intake_job.html#preview" if request.htmx else "routing/intake_job.html"
+    return TemplateResponse(request, template, context)
+
+
+@ops_required
+@require_POST
+def intake_start(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _get_job(pk)
+    if job.awaiting_confirmation:
+        try:
+            job.mapping = _mapping_from(request, job)
+        except CsvUnreadable as exc:
+            messages.error(request, str(exc))
+            return redirect("intake_job", pk=job.pk)
+        if not {"email", "phone"} & set(job.mapping.values()):
+            messages.error(request, "Map a column to email or phone before importing.")
+            return redirect("intake_job", pk=job.pk)
+        job.queued_at = timezone.now()
+        job.save(update_fields=["mapping", "queued_at"])
+        # Enqueue after commit so the worker never looks for a job row that is not there yet.
+        transaction.on_commit(lambda: async_task("routing.intake_tasks.run_import_job", job.pk,
+                                                 task_name=f"import-{job.pk}"))
+        messages.success(request, f"Importing {job.original_name} in the background.")
+    return redirect("intake_job", pk=job.pk)
+
+
+@ops_required
+def intake_rejected(request: HttpRequest, pk: int) -> HttpResponse:
+    """The rejected rows as they were uploaded, plus a `reason` column; cells made formula-safe."""
+    job = _get_job(pk)
+    reasons: dict[int, list[str]] = {}
+    for err in job.errors:
+        column = f"{err['column']}: " if err.get("column") else ""
+        reasons.setdefault(err["row"], []).append(column + err["message"])
+    response = StreamingHttpResponse(_rejected_lines(job, reasons), content_type="text/csv; charset=utf-8")
+    stem = Path(job.original_name).stem or "import"
+    response["Content-Disposition"] = f'attachment; filename="{stem}-rejected.csv"'
+    return response
+
+
+def _rejected_lines(job: ImportJob, reasons: dict[int, list[str]]) -> Iterator[str]:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+
+    def flush() -> str:
+        text = buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+        return text
+
+    yield "\ufeff"  # so Excel opens the accents correctly
+    with job.file.open("rb") as stream:
+        csvfile = open_csv(stream, job.mapping)
+        writer.writerow([safe_cell(h) for h in [*csvfile.headers, "reason"]])
+        yield flush()
+        for row, cells in csvfile.records:
+            if row not in reasons:
+                continue
+            cells = [cells] if isinstance(cells, str) else list(cells)
+            reason = "; ".join(reasons[row])
+            width = len(csvfile.headers)
+            if len(cells) > width:
+                # Keep the `reason` column aligned; the surplus cells travel inside the reason.
+                reason += " (surplus cells: " + " | ".join(cells[width:]) + ")"
+            cells = (cells + [""] * width)[:width]
+            writer.writerow([safe_cell(c) for c in [*cells, reason]])
+            yield flush()
