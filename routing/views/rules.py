@@ -1,0 +1,465 @@
+"""The managers' rule-set pages (/rules/): versions, the draft editor, preview, publish, roll back,
+history diff — and the routing policy in plain language for everyone (/policy/).
+
+A published version is immutable: every editing view locks the rule set row and re-checks that it
+is still a draft inside the same transaction, so a publish racing an edit cannot change the rules
+in force. Drafts are edited row by row (Rule rows of the draft), but every save is validated by
+putting the rule into the whole draft dict and running the rule-file validator, so what the editor
+accepts is exactly what `load_rules` would accept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.db.models import Count, F
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from leadops.roles import manager_required
+from reps.models import Rep, Skill, Team
+from routing.forms_rules import (
+    FIELD_CHOICES,
+    LEVELS,
+    OP_CHOICES,
+    STRATEGY_CHOICES,
+    ConditionRow,
+    RuleForm,
+    fault_concerns,
+    fault_label,
+)
+from routing.models import Pool, Rule, RuleSet
+from routing.policy import describe_rule, ruleset_diff
+from routing.rulefile import RuleFileError, ruleset_validate
+from routing.services import (
+    RuleSetRefused,
+    ruleset_check,
+    ruleset_create_draft,
+    ruleset_preview,
+    ruleset_publish,
+    ruleset_rollback,
+    ruleset_to_dict,
+)
+
+PREVIEW_DAYS = 30
+PREVIEW_MAX_DAYS = 365
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def ruleset_rows_data(rule_set: RuleSet, rows: list[Rule] | None = None) -> dict[str, Any]:
+    """The rule set as a rule-file dict, *without* validating it: a draft may be mid-edit (e.g. no
+    rules yet), and the editor must still show it together with what is wrong."""
+    if rows is None:
+        rows = list(rule_set.rules.select_related("pool").order_by("position"))
+    fallback = next((r for r in rows if r.is_fallback), None)
+    return {
+        "name": rule_set.name,
+        "rules": [r.to_data() for r in rows if not r.is_fallback],
+        "fallback": fallback.to_data() if fallback else None,
+    }
+
+
+def draft_faults(data: dict[str, Any]) -> list[str]:
+    try:
+        ruleset_check(data)
+    except RuleFileError as exc:
+        return exc.faults
+    return []
+
+
+def _labelled(faults: list[str], data: dict[str, Any]) -> list[dict[str, str]]:
+    names = [r.get("name", "") for r in data.get("rules") or []]
+    return [fault_label(f, names) for f in faults]
+
+
+def _canonical_rule(rule: dict[str, Any], *, fallback: bool) -> dict[str, Any]:
+    """The rule in canonical form (key order, trimmed names), validated on its own: a fault in some
+    other rule of the draft must not stop this one from being saved."""
+    if fallback:
+        data = {"name": "x", "rules": [{"name": "x", "candidates": {"territory": True}}], "fallback": rule}
+        return ruleset_validate(data)["fallback"]
+    return ruleset_validate({"name": "x", "rules": [rule]})["rules"][0]
+
+
+def _write_rule(row: Rule, rule: dict[str, Any]) -> None:
+    row.name = "fallback" if row.is_fallback else rule["name"]
+    row.conditions = rule.get("when_any") or rule.get("when") or []
+    row.match_any = "when_any" in rule
+    row.candidates = rule.get("candidates") or {}
+    row.strategy = rule.get("strategy", "")
+    row.pool = Pool.objects.filter(name=rule["pool"]).first() if rule.get("pool") else None
+    row.sla_minutes = rule.get("sla_minutes")
+    row.escalate_to = rule.get("escalate_to") or []
+    row.ladder = rule.get("ladder") or []
+    row.max_reassignments = rule.get("max_reassignments")
+
+
+def _renumber(rule_set: RuleSet, ordered: list[Rule]) -> None:
+    """Positions 0..n-1 in the given order, the fallback always last. Two passes because
+    (rule_set, position) is unique and a swap would collide half-way."""
+    Rule.objects.filter(rule_set=rule_set).update(position=F("position") + 100_000)
+    rules = [r for r in ordered if not r.is_fallback] + [r for r in ordered if r.is_fallback]
+    for i, row in enumerate(rules):
+        Rule.objects.filter(pk=row.pk).update(position=i)
+
+
+def _lock_draft(pk: int) -> RuleSet:
+    rule_set = RuleSet.objects.select_for_update().filter(pk=pk).first()
+    if rule_set is None:
+        raise Http404("No such rule set")
+    return rule_set
+
+
+def _refuse_non_draft(request: HttpRequest, rule_set: RuleSet) -> HttpResponse:
+    messages.error(
+        request,
+        f"v{rule_set.version} is {rule_set.get_status_display().lower()} and cannot change. "
+        "Use “Edit as new draft” to make a copy you can edit.",
+    )
+    return redirect("rules_detail", rule_set.pk)
+
+
+def _choices() -> dict[str, Any]:
+    return {
+        "field_choices": FIELD_CHOICES,
+        "op_choices": OP_CHOICES,
+        "strategy_choices": STRATEGY_CHOICES,
+        "level_choices": LEVELS,
+        "teams": list(Team.objects.values_list("name", flat=True)),
+        "skills": list(Skill.objects.values_list("name", flat=True)),
+        "pools": list(Pool.objects.values_list("name", flat=True)),
+        "rep_names": list(Rep.objects.filter(active=True).order_by("user__username")
+                          .values_list("user__username", flat=True)),
+    }
+
+
+def _previous_published(current: RuleSet | None) -> RuleSet | None:
+    # Same choice as ruleset_rollback makes, so the confirmation page names the version it restores.
+    return (
+        RuleSet.objects.filter(status=RuleSet.Status.ARCHIVED, published_at__isnull=False)
+        .exclude(pk=getattr(current, "pk", None))
+        .order_by("-published_at", "-version")
+        .first()
+    )
+
+
+# -- versions -------------------------------------------------------------------------------------
+
+
+@manager_required
+@require_GET
+def rules_list(request: HttpRequest) -> HttpResponse:
+    versions = list(
+        RuleSet.objects.select_related("created_by", "published_by")
+        .annotate(rule_count=Count("rules"))
+        .order_by("-version")
+    )
+    published = next((v for v in versions if v.status == RuleSet.Status.PUBLISHED), None)
+    return TemplateResponse(request, "routing/rules/list.html", {
+        "versions": versions,
+        "published": published,
+        "can_roll_back": _previous_published(published) is not None,
+    })
+
+
+@manager_required
+@require_POST
+def rules_new_draft(request: HttpRequest) -> HttpResponse:
+    """A draft to edit: a copy of the given (or the published) version, else an empty one."""
+    source = None
+    if request.POST.get("source"):
+        source = get_object_or_404(RuleSet, pk=request.POST["source"])
+    else:
+        source = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+    if source is not None:
+        # No name check: a rep named in the old version may have left; the editor then shows it
+        # as a fault to fix instead of refusing to open the copy.
+        draft = ruleset_create_draft(ruleset_rows_data(source), actor=request.user,
+                                     note=f"Edited from v{source.version}", check_names=False)
+    else:
+        with transaction.atomic():
+            # Lock the newest version so two managers cannot both take the same next number.
+            latest = RuleSet.objects.select_for_update().order_by("-version").first()
+            draft = RuleSet.objects.create(name="Routing rules", version=(latest.version if latest else 0) + 1,
+                                           status=RuleSet.Status.DRAFT, created_by=request.user)
+    messages.success(request, f"Draft v{draft.version} created.")
+    return redirect("rules_detail", draft.pk)
+
+
+@manager_required
+@require_GET
+def rules_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    rule_set = get_object_or_404(RuleSet.objects.select_related("created_by", "published_by"), pk=pk)
+    return TemplateResponse(request, "routing/rules/detail.html", _detail_context(rule_set))
+
+
+def _detail_context(rule_set: RuleSet) -> dict[str, Any]:
+    rows = list(rule_set.rules.select_related("pool").order_by("position"))
+    data = ruleset_rows_data(rule_set, rows)
+    faults = draft_faults(data) if rule_set.is_editable else []
+    rules = [{"row": r, "data": r.to_data(), "text": describe_rule(r.to_data(), fallback=r.is_fallback)}
+             for r in rows]
+    return {
+        "rule_set": rule_set,
+        "rules": [r for r in rules if not r["row"].is_fallback],
+        "fallback": next((r for r in rules if r["row"].is_fallback), None),
+        "faults": _labelled(faults, data),
+        "previous": RuleSet.objects.filter(version__lt=rule_set.version).order_by("-version").first(),
+    }
+
+
+@manager_required
+@require_POST
+def rules_rename(request: HttpRequest, pk: int) -> HttpResponse:
+    name = request.POST.get("name", "").strip()
+    with transaction.atomic():
+        rule_set = _lock_draft(pk)
+        if not rule_set.is_editable:
+            return _refuse_non_draft(request, rule_set)
+        if not name:
+            messages.error(request, "name: expected a non-empty string")
+        else:
+            rule_set.name = name[:200]
+            rule_set.save(update_fields=["name"])
+    return redirect("rules_detail", pk)
+
+
+# -- rules of a draft ---------------------------------------------------------------------------
+
+
+@manager_required
+@require_http_methods(["GET", "POST"])
+def rule_edit(request: HttpRequest, pk: int, rule_pk: int | None = None, fallback: bool = False) -> HttpResponse:
+    """Add a rule, edit one, or edit the fallback (rule_pk None + fallback=True)."""
+    rule_set = get_object_or_404(RuleSet, pk=pk)
+    if not rule_set.is_editable:
+        return _refuse_non_draft(request, rule_set)
+    row = None
+    if rule_pk is not None:
+        row = get_object_or_404(Rule, pk=rule_pk, rule_set=rule_set, is_fallback=False)
+    elif fallback:
+        row = Rule.objects.filter(rule_set=rule_set, is_fallback=True).first()
+    if request.method == "GET":
+        form = RuleForm.from_rule(row.to_data() if row else None, fallback=fallback)
+        if row is None and not fallback:
+            form.conditions = [ConditionRow()]
+        return _rule_form_response(request, rule_set, row, form)
+
+    old = row.to_data() if row else {}
+    form = RuleForm.from_post(request.POST, fallback=fallback, keep=old)
+    with transaction.atomic():
+        rule_set = _lock_draft(pk)
+        if not rule_set.is_editable:
+            return _refuse_non_draft(request, rule_set)
+        rows = list(rule_set.rules.select_related("pool").order_by("position"))
+        data = ruleset_rows_data(rule_set, rows)
+        rule = form.to_rule()
+        if fallback:
+            prefix = "fallback"
+            data["fallback"] = rule
+        elif row is not None:
+            index = [r.pk for r in rows if not r.is_fallback].index(row.pk)
+            prefix = f"rules[{index}]"
+            data["rules"][index] = rule
+        else:
+            prefix = f"rules[{len(data['rules'])}]"
+            data["rules"].append(rule)
+        form.add_faults([f for f in draft_faults(data) if fault_concerns(f, prefix)], prefix)
+        if not form.is_valid:
+            return _rule_form_response(request, rule_set, row, form, status=422)
+        canonical = _canonical_rule(rule, fallback=fallback)
+        if row is None:
+            row = Rule(rule_set=rule_set, position=100_000 + len(rows), is_fallback=fallback)
+        _write_rule(row, canonical)
+        row.save()
+        if row not in rows:
+            rows.append(row)
+        _renumber(rule_set, rows)
+        if fallback:
+            rule_set.fallback = canonical
+            rule_set.save(update_fields=["fallback"])
+    messages.success(request, f"Saved {'the fallback' if fallback else '“' + row.name + '”'} in draft "
+                              f"v{rule_set.version}.")
+    return redirect(reverse("rules_detail", args=[pk]) + f"#rule-{row.pk}")
+
+
+def _rule_form_response(request, rule_set, row, form, status: int = 200) -> TemplateResponse:
+    return TemplateResponse(request, "routing/rules/rule_form.html", {
+        "rule_set": rule_set, "row": row, "form": form, **_choices(),
+    }, status=status)
+
+
+@manager_required
+@require_GET
+def condition_row(request: HttpRequest) -> HttpResponse:
+    """One blank condition row, appended to the form by htmx."""
+    return TemplateResponse(request, "routing/rules/rule_form.html#condition-row",
+                            {"cond": ConditionRow(), **_choices()})
+
+
+@manager_required
+@require_POST
+def rule_delete(request: HttpRequest, pk: int, rule_pk: int) -> HttpResponse:
+    with transaction.atomic():
+        rule_set = _lock_draft(pk)
+        if not rule_set.is_editable:
+            return _refuse_non_draft(request, rule_set)
+        row = get_object_or_404(Rule, pk=rule_pk, rule_set=rule_set)
+        row.delete()
+        if row.is_fallback:
+            rule_set.fallback = None
+            rule_set.save(update_fields=["fallback"])
+        _renumber(rule_set, list(rule_set.rules.order_by("position")))
+    messages.success(request, f"Removed {'the fallback' if row.is_fallback else '“' + row.name + '”'}.")
+    return redirect("rules_detail", pk)
+
+
+@manager_required
+@require_POST
+def rules_reorder(request: HttpRequest, pk: int) -> HttpResponse:
+    """The new order from the drag-and-drop list (`order` = rule ids, top first)."""
+    try:
+        order = [int(x) for x in request.POST.getlist("order")]
+    except ValueError:
+        order = []
+    with transaction.atomic():
+        rule_set = _lock_draft(pk)
+        if not rule_set.is_editable:
+            return _refuse_non_draft(request, rule_set)
+        rows = {r.pk: r for r in rule_set.rules.filter(is_fallback=False)}
+        if sorted(order) != sorted(rows):
+            # The page was stale (a rule was added or removed elsewhere): show the real order.
+            messages.error(request, "The rules changed while you were reordering; here is the current order.")
+        else:
+            fallback = list(rule_set.rules.filter(is_fallback=True))
+            _renumber(rule_set, [rows[i] for i in order] + fallback)
+    context = _detail_context(rule_set)
+    if request.htmx:
+        return TemplateResponse(request, "routing/rules/detail.html#rule-list", context)
+    return redirect("rules_detail", pk)
+
+
+# -- preview, publish, roll back, history ---------------------------------------------------------
+
+
+@manager_required
+@require_GET
+def rules_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    rule_set = get_object_or_404(RuleSet, pk=pk)
+    days_error = ""
+    try:
+        days = int(request.GET.get("days", PREVIEW_DAYS))
+        if not 1 <= days <= PREVIEW_MAX_DAYS:
+            raise ValueError
+    except ValueError:
+        days_error = f"days: a whole number from 1 to {PREVIEW_MAX_DAYS}"
+        days = PREVIEW_DAYS
+    data = ruleset_rows_data(rule_set)
+    faults = draft_faults(data)
+    preview = None
+    if not faults and not days_error:
+        preview = ruleset_preview(rule_set, days=days)
+    chart = None
+    if preview:
+        reps = [r for r in preview["per_rep"]]
+        chart = {"labels": [r["name"] for r in reps],
+                 "published": [r["published"] for r in reps],
+                 "draft": [r["draft"] for r in reps],
+                 "published_label": f"v{preview['published_version']} (in force)" if preview["published_version"]
+                 else "in force (none)",
+                 "draft_label": f"v{rule_set.version} (draft)"}
+    return TemplateResponse(request, "routing/rules/preview.html", {
+        "rule_set": rule_set, "days": request.GET.get("days", days) if days_error else days,
+        "days_error": days_error, "faults": _labelled(faults, data), "preview": preview, "chart": chart,
+    })
+
+
+@manager_required
+@require_http_methods(["GET", "POST"])
+def rules_publish(request: HttpRequest, pk: int) -> HttpResponse:
+    rule_set = get_object_or_404(RuleSet, pk=pk)
+    if rule_set.status != RuleSet.Status.DRAFT:
+        return _refuse_non_draft(request, rule_set)
+    data = ruleset_rows_data(rule_set)
+    faults = draft_faults(data)
+    status = 200
+    if request.method == "POST" and not faults:
+        try:
+            ruleset_publish(rule_set, actor=request.user)
+        except RuleSetRefused as exc:
+            messages.error(request, str(exc))
+            return redirect("rules_detail", pk)
+        messages.success(request, f"v{rule_set.version} is now in force.")
+        return redirect("rules_list")
+    if request.method == "POST":
+        status = 422  # nothing published: the confirmation page lists what to fix
+    current = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+    return TemplateResponse(request, "routing/rules/publish.html", {
+        "rule_set": rule_set, "current": current, "faults": _labelled(faults, data),
+        "diff": ruleset_diff(ruleset_rows_data(current), data) if current else None,
+        "rule_count": len(data["rules"]),
+    }, status=status)
+
+
+@manager_required
+@require_http_methods(["GET", "POST"])
+def rules_rollback(request: HttpRequest) -> HttpResponse:
+    current = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+    previous = _previous_published(current)
+    if request.method == "POST":
+        try:
+            restored = ruleset_rollback(actor=request.user)
+        except RuleSetRefused as exc:
+            messages.error(request, str(exc))
+            return redirect("rules_list")
+        messages.success(request, f"Rolled back: v{restored.version} (a copy of v{previous.version}) is in force.")
+        return redirect("rules_list")
+    return TemplateResponse(request, "routing/rules/rollback.html", {
+        "current": current, "previous": previous,
+        "diff": ruleset_diff(ruleset_rows_data(current), ruleset_rows_data(previous)) if current and previous
+        else None,
+    })
+
+
+@manager_required
+@require_GET
+def rules_diff(request: HttpRequest) -> HttpResponse:
+    """Rules added, removed and changed (field by field) from version `a` to version `b`."""
+    versions = list(RuleSet.objects.order_by("-version"))
+    by_pk = {str(v.pk): v for v in versions}
+    new = by_pk.get(request.GET.get("b", "")) or (versions[0] if versions else None)
+    old = by_pk.get(request.GET.get("a", ""))
+    if old is None and new is not None:
+        old = next((v for v in versions if v.version < new.version), None)
+    diff = ruleset_diff(ruleset_rows_data(old), ruleset_rows_data(new)) if old and new else None
+    return TemplateResponse(request, "routing/rules/diff.html", {
+        "versions": versions, "old": old, "new": new, "diff": diff,
+        "old_label": f"v{old.version}" if old else "", "new_label": f"v{new.version}" if new else "",
+    })
+
+
+# -- the policy, for everyone -------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def policy(request: HttpRequest) -> HttpResponse:
+    published = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).select_related("published_by").first()
+    rules, fallback = [], None
+    if published:
+        data = ruleset_to_dict(published)
+        rules = [{"name": r["name"], "text": describe_rule(r)} for r in data["rules"]]
+        if data.get("fallback"):
+            fallback = describe_rule(data["fallback"], fallback=True)
+    return TemplateResponse(request, "routing/policy.html", {
+        "published": published, "rules": rules, "fallback": fallback, "now": timezone.now(),
+    })
