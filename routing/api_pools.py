@@ -32,6 +32,8 @@ class PoolOut(Schema):
 
 class WaitingLeadOut(Schema):
     id: int
+    email: str
+    name: str
     company: str
     first_name: str
     last_name: str
@@ -123,7 +125,10 @@ def pool_leads(request: HttpRequest, name: str, limit: int = 50, offset: int = 0
     qs = Lead.objects.waiting_in_pool().filter(pool=pool).order_by("received_at", "id")
     count = qs.count()
     items = [
-        {**{f: getattr(lead, f) for f in WaitingLeadOut.model_fields if f != "pool"}, "pool": pool.name}
+        {
+            **{f: getattr(lead, f) for f in WaitingLeadOut.model_fields if f not in ("pool", "name")},
+            "name": lead.full_name, "pool": pool.name,
+        }
         for lead in qs[offset : offset + limit]
     ]
     nxt = None
