@@ -1,0 +1,93 @@
+"""/unassigned/: leads no rule could place, oldest first, with the reason, route-now and manual assignment."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from routing.models import Lead, LeadEvent
+from routing.services import route_leads, ruleset_create_draft, ruleset_publish
+from tests.factories import LeadFactory, RepFactory, TeamFactory, TimeOffFactory
+
+pytestmark = pytest.mark.django_db
+
+RULES = {"name": "Only EMEA", "rules": [{"name": "EMEA", "candidates": {"team": "EMEA"}, "strategy": "round_robin"}],
+         "fallback": None}
+
+
+@pytest.fixture
+def stuck(db, manager):
+    """Two leads left unassigned because the only EMEA rep is on time off."""
+    emea = TeamFactory(name="EMEA")
+    away = RepFactory(user__username="erin", team=emea)
+    TimeOffFactory(rep=away)
+    ruleset_publish(ruleset_create_draft(RULES, actor=manager), actor=manager)
+    now = timezone.now()
+    older = LeadFactory(company="Older Co", received_at=now - dt.timedelta(hours=5))
+    newer = LeadFactory(company="Newer Co", received_at=now - dt.timedelta(hours=1))
+    route_leads([older.pk, newer.pk])
+    return {"older": older, "newer": newer, "away": away, "team": emea}
+
+
+def test_it_forbids_reps_the_queue(rep_client):
+    assert rep_client.get(reverse("unassigned")).status_code == 403
+
+
+def test_it_sends_anonymous_visitors_to_the_login(client):
+    response = client.get(reverse("unassigned"))
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_it_lists_unassigned_leads_oldest_first_with_the_reason(manager_client, stuck):
+    response = manager_client.get(reverse("unassigned"))
+    body = response.content.decode()
+    assert [lead.pk for lead in response.context["leads"]] == [stuck["older"].pk, stuck["newer"].pk]
+    assert body.index("Older Co") < body.index("Newer Co")
+    reason = LeadEvent.objects.filter(lead=stuck["older"], kind="unassigned").latest("at").detail["summary"]
+    assert reason and reason in body
+
+
+def test_manual_assignment_is_logged_with_the_manager_as_actor(manager_client, manager, stuck, rep):
+    lead = stuck["older"]
+    response = manager_client.post(reverse("unassigned_assign", args=[lead.pk]),
+                                   {"rep": rep.pk, "reason": "knows the customer"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert "Assigned to" in response.content.decode() and "<html" not in response.content.decode()
+    lead.refresh_from_db()
+    assert lead.owner == rep and lead.status == "assigned"
+    event = LeadEvent.objects.get(lead=lead, kind="manual_assigned")
+    assert event.actor == manager and event.rep == rep and event.detail["reason"] == "knows the customer"
+
+
+def test_manual_assignment_without_a_rep_is_refused_and_changes_nothing(manager_client, stuck):
+    lead = stuck["older"]
+    response = manager_client.post(reverse("unassigned_assign", args=[lead.pk]), {"rep": ""}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 422 and "Choose a rep" in response.content.decode()
+    assert Lead.objects.get(pk=lead.pk).owner is None
+
+
+def test_route_now_assigns_once_someone_is_available(manager_client, stuck):
+    RepFactory(user__username="fred", team=stuck["team"])
+    lead = stuck["newer"]
+    response = manager_client.post(reverse("unassigned_route", args=[lead.pk]), HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and "Routed to" in response.content.decode()
+    lead.refresh_from_db()
+    assert lead.owner.user.username == "fred"
+    assert LeadEvent.objects.filter(lead=lead, kind="routed").exists()
+
+
+def test_route_now_with_still_nobody_available_keeps_the_lead_in_the_queue(manager_client, stuck):
+    lead = stuck["newer"]
+    response = manager_client.post(reverse("unassigned_route", args=[lead.pk]), HTTP_HX_REQUEST="true")
+    assert "Still nobody available" in response.content.decode()
+    assert Lead.objects.get(pk=lead.pk).status == "unassigned"
+
+
+def test_without_htmx_the_actions_come_back_to_the_queue_with_a_message(manager_client, stuck, rep):
+    response = manager_client.post(reverse("unassigned_assign", args=[stuck["older"].pk]), {"rep": rep.pk},
+                                   follow=True)
+    assert response.redirect_chain[-1][0] == reverse("unassigned")
+    assert "Assigned to" in response.content.decode()
