@@ -13,8 +13,8 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
-from django.db import transaction
-from django.db.models import Count, Q
+from django.db import connection, transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from reps.availability import schedule_for
@@ -190,6 +190,10 @@ def lead_claim(lead: Lead, *, rep: Rep, actor=None, now: dt.datetime | None = No
     now = now or timezone.now()
     refusal: ClaimRefused | None = None
     with transaction.atomic():
+        if connection.vendor == "sqlite":
+            # SQLite ignores FOR UPDATE. Writing first takes its database-wide write lock, which
+            # serialises claims just as the member row lock does on PostgreSQL.
+            PoolMembership.objects.filter(rep=rep).update(joined_at=F("joined_at"))
         current = Lead.objects.select_related("pool", "rule", "owner__user").get(pk=lead.pk)
         pool = current.pool
         # Serialise this member's claims: the limit check below and the UPDATE commit together.

@@ -130,3 +130,10 @@ def test_release_of_a_lead_i_do_not_hold_is_409(client, rep):
     response = client.post(f"/api/leads/{lead.pk}/release/", **bearer(rep.user))
 
     assert response.status_code == 409
+
+
+def test_the_pool_endpoints_are_in_the_openapi_schema(client):
+    paths = client.get("/api/openapi.json").json()["paths"]
+
+    assert {"/api/pools/", "/api/pools/{name}/leads/", "/api/leads/{lead_id}/claim/",
+            "/api/leads/{lead_id}/release/"} <= set(paths)
