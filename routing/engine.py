@@ -103,8 +103,15 @@ class Condition:
     op: str
     value: Any
     test: Callable[[Any], bool]
+    get: Callable[[Mapping[str, Any]], Any] = field(default=lambda lead: None, compare=False)
+    text: str = field(default="", compare=False)
+
+    def holds(self, lead: Mapping[str, Any]) -> bool:
+        return self.test(self.get(lead))
 
     def describe(self) -> str:
+        if self.text:
+            return self.text
         if self.op in ("is_empty", "is_not_empty"):
             return f"{self.field} {self.op}"
         return f"{self.field} {self.op} {_show(self.value)}"
@@ -140,21 +147,44 @@ class RuleSpec:
     def label(self) -> int | str:
         return FALLBACK if self.index is None else self.index
 
-    def failed_condition(self, lead: Mapping[str, Any]) -> str | None:
-        """None when the rule's `when` matches the lead, else the condition that did not hold."""
-        if not self.when:
-            return None
+    def first_failure(self, lead: Mapping[str, Any]) -> Condition | None:
+        """None when the rule's `when` matches the lead, else the condition that did not hold
+        (for `when_any`, the first one). Only the hot path: the words come later, if asked."""
         if self.match_any:
             for cond in self.when:
-                if cond.test(lead_value(lead, cond.field)):
+                if cond.test(cond.get(lead)):
                     return None
-            return "none of: " + "; ".join(
-                f"{c.describe()} (lead: {_show(lead_value(lead, c.field))})" for c in self.when
-            )
+            return self.when[0] if self.when else None
         for cond in self.when:
-            if not cond.test(lead_value(lead, cond.field)):
-                return f"{cond.describe()} (lead: {_show(lead_value(lead, cond.field))})"
+            if not cond.test(cond.get(lead)):
+                return cond
         return None
+
+    def describe_failure(self, lead: Mapping[str, Any]) -> str | None:
+        cond = self.first_failure(lead)
+        if cond is None:
+            return None
+        if self.match_any:
+            return "none of: " + "; ".join(_worded(c, c.get(lead)) for c in self.when)
+        return _worded(cond, cond.get(lead))
+
+
+# Stored explanations word the same failed condition for thousands of leads ("country in [...]
+# (lead: 'FR')"); remembering the words keeps route_pending's explanations cheap.
+_WORDED: dict[tuple[str, type, Any], str] = {}
+
+
+def _worded(cond: Condition, value: Any) -> str:
+    try:
+        return _WORDED[(cond.describe(), type(value), value)]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable custom-field value
+        return f"{cond.describe()} (lead: {_show(value)})"
+    if len(_WORDED) > 50_000:
+        _WORDED.clear()
+    text = _WORDED[(cond.describe(), type(value), value)] = f"{cond.describe()} (lead: {_show(value)})"
+    return text
 
 
 @dataclass(frozen=True)
@@ -171,7 +201,7 @@ class CompiledRuleSet:
 # -- output ------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class CandidateTrace:
     username: str
     chosen: bool
@@ -181,17 +211,25 @@ class CandidateTrace:
         return {"rep": self.username, "chosen": self.chosen, "reason": self.reason}
 
 
-@dataclass
+@dataclass(slots=True)
 class RuleTrace:
     rule: str
     index: int | str
     matched: bool
-    failed: str | None = None
     strategy: str = ""
     candidates: list[CandidateTrace] = field(default_factory=list)
     outcome: str = ""
     note: str = ""
     excluded: dict[str, int] = field(default_factory=dict)
+    # A rule that did not match keeps what is needed to say why, worded only when asked.
+    spec: RuleSpec | None = None
+    lead: Mapping[str, Any] | None = None
+
+    @property
+    def failed(self) -> str | None:
+        if self.matched or self.spec is None or self.lead is None:
+            return None
+        return self.spec.describe_failure(self.lead)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rule": self.rule, "index": self.index, "matched": self.matched}
@@ -215,7 +253,9 @@ class Decision:
     rule: RuleSpec | None
     rep_username: str | None
     pool_name: str | None
-    trace: list[RuleTrace]
+    # Rules tried in order: a RuleTrace for those that matched, the bare RuleSpec for those that
+    # did not (worded into a RuleTrace only when someone reads `trace`: most rules fail fast).
+    steps: list[RuleTrace | RuleSpec]
     cursors: dict[str, CursorState] = field(default_factory=dict)
     now: dt.datetime | None = None
     version: int | None = None
@@ -223,6 +263,14 @@ class Decision:
     # Filled in by routing.services once applied: the Rep / Pool instances.
     owner: Any = None
     pool: Any = None
+    lead: Mapping[str, Any] | None = None
+
+    @property
+    def trace(self) -> list[RuleTrace]:
+        return [
+            s if isinstance(s, RuleTrace) else RuleTrace(s.name, s.label, False, spec=s, lead=self.lead)
+            for s in self.steps
+        ]
 
     @property
     def outcome(self) -> str:
@@ -319,6 +367,18 @@ def compile_condition(cond: Mapping[str, Any]) -> Condition:
     """A closure per condition. Values were type-checked by routing.rulefile at load time;
     a lead value of the wrong type simply does not match."""
     name, op, value = cond["field"], cond["op"], cond.get("value")
+    get: Callable[[Mapping[str, Any]], Any]
+    if name.startswith("extra."):
+        key = name[6:]
+
+        def get(lead: Mapping[str, Any]) -> Any:
+            extra = lead.get("extra")
+            return extra.get(key) if isinstance(extra, dict) else None
+    else:
+
+        def get(lead: Mapping[str, Any]) -> Any:
+            return lead.get(name)
+
     test: Callable[[Any], bool]
     if op in ("eq", "ne"):
         want = _moment(value) if name == "received_at" else _fold(value)
@@ -339,7 +399,7 @@ def compile_condition(cond: Mapping[str, Any]) -> Condition:
 
         def member(v: Any) -> bool:
             if isinstance(v, str):
-                return _fold(v) in words
+                return v.casefold() in words
             n = _number(v)
             return n is not None and n in numbers
 
@@ -393,7 +453,9 @@ def compile_condition(cond: Mapping[str, Any]) -> Condition:
         test = lambda v: not _is_empty(v)  # noqa: E731
     else:  # pragma: no cover - rulefile rejects unknown ops before this
         raise ValueError(f"unknown op {op!r}")
-    return Condition(name, op, value, test)
+    plain = Condition(name, op, value, test, get)
+    # Worded once here: explanations repeat it for every lead the rule does not match.
+    return Condition(name, op, value, test, get, plain.describe())
 
 
 def compile_rule(data: Mapping[str, Any], index: int | None) -> RuleSpec:
@@ -441,6 +503,9 @@ class Roster:
         self.candidates = sorted(candidates, key=lambda c: c.username)
         self.by_name = {c.username: c for c in self.candidates}
         self.names = [c.username for c in self.candidates]
+        self.by_team: dict[str, list[CandidateState]] = {}
+        for c in self.candidates:
+            self.by_team.setdefault(c.team, []).append(c)
         self._scopes: dict[CandidateFilter, tuple[list[CandidateState], dict[str, int]]] = {}
         self._avail_at: dt.datetime | None = None
         self._avail: dict[str, str | None] = {}
@@ -473,16 +538,17 @@ class Roster:
             if missing:
                 excluded["unknown or deleted rep"] = missing
         else:
-            members = []
-            levels = set(f.levels)
-            for c in self.candidates:
-                if f.team is not None and c.team != f.team:
-                    excluded[f"not in team {f.team}"] = excluded.get(f"not in team {f.team}", 0) + 1
-                elif levels and c.level not in levels:
-                    key = f"level not {'/'.join(f.levels)}"
-                    excluded[key] = excluded.get(key, 0) + 1
-                else:
-                    members.append(c)
+            pool = self.candidates
+            if f.team is not None:
+                pool = self.by_team.get(f.team, [])
+                if len(self.candidates) > len(pool):
+                    excluded[f"not in team {f.team}"] = len(self.candidates) - len(pool)
+            members = pool
+            if f.levels:
+                levels = set(f.levels)
+                members = [c for c in pool if c.level in levels]
+                if len(pool) > len(members):
+                    excluded[f"level not {'/'.join(f.levels)}"] = len(pool) - len(members)
         self._scopes[f] = (members, excluded)
         return members, excluded
 
@@ -506,29 +572,27 @@ def decide(
     `exclude` (usernames) are left out, e.g. the current owner when an SLA reassigns.
     """
     excluded = frozenset(exclude)
-    trace: list[RuleTrace] = []
+    steps: list[RuleTrace | RuleSpec] = []
     for spec in rule_set.all_rules():
-        if spec.index is not None:
-            failed = spec.failed_condition(lead)
-            if failed is not None:
-                trace.append(RuleTrace(spec.name, spec.label, False, failed=failed))
-                continue
+        if spec.index is not None and spec.when and spec.first_failure(lead) is not None:
+            steps.append(spec)
+            continue
         rt = RuleTrace(spec.name, spec.label, True, strategy=spec.strategy if not spec.pool else "")
-        trace.append(rt)
+        steps.append(rt)
         if spec.pool:
             rt.outcome = f"sent to pool {spec.pool}"
-            return Decision(spec, None, spec.pool, trace, now=now, version=rule_set.version)
+            return Decision(spec, None, spec.pool, steps, now=now, version=rule_set.version, lead=lead)
         chosen, new_cursor = _pick(spec, lead, roster, cursors.get(spec.key), now, rng, excluded, rt)
         if chosen is not None:
             rt.outcome = f"assigned to {chosen.username}"
-            return Decision(spec, chosen.username, None, trace, cursors={spec.key: new_cursor},
-                            now=now, version=rule_set.version)
+            return Decision(spec, chosen.username, None, steps, cursors={spec.key: new_cursor},
+                            now=now, version=rule_set.version, lead=lead)
         rt.outcome = "skipped: no available candidate"
-    if any(t.matched for t in trace):
+    if any(isinstance(s, RuleTrace) for s in steps):
         note = "no available rep in any matching rule"
     else:
         note = "no rule matched and there is no fallback"
-    return Decision(None, None, None, trace, now=now, version=rule_set.version, note=note)
+    return Decision(None, None, None, steps, now=now, version=rule_set.version, note=note, lead=lead)
 
 
 def _pick(

@@ -9,10 +9,10 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, Prefetch
+from django.db.models import Count
 
-from reps.availability import schedule_for
-from reps.models import Rep, TimeOff
+from reps.availability import Schedule
+from reps.models import Rep, Territory, TimeOff, WorkingHours
 from routing.engine import CandidateState, CompiledRuleSet, CursorState, Roster, TerritoryData, compile_ruleset
 from routing.models import Lead, Rule, RuleCursor, RuleSet
 from routing.rulefile import ruleset_validate
@@ -23,19 +23,33 @@ DAY = dt.timedelta(hours=24)
 def candidate_states(now: dt.datetime, *, since: dt.datetime | None = None) -> list[CandidateState]:
     """Every rep with schedule, skills, territories, open leads and leads given in the 24 h before `now`.
 
-    `since` widens the time-off window for replays that look back (previews).
+    Seven flat queries and no model instances: a batch of route_pending or an SLA reassignment
+    pays this once, so it must stay cheap for a 500-rep organisation. `since` widens the
+    time-off window for replays that look back (previews).
     """
     horizon = min(now, since or now) - DAY
-    reps = (
-        Rep.objects.select_related("user", "team")
-        .prefetch_related(
-            "skills",
-            "territories",
-            "working_hours",
-            Prefetch("time_off", queryset=TimeOff.objects.filter(end__gt=horizon).order_by("start")),
-        )
-        .order_by("user__username")
+    reps = list(
+        Rep.objects.values(
+            "id", "user__username", "user__is_active", "team__name", "level", "weight", "capacity", "daily_cap",
+            "timezone", "holidays", "active",
+        ).order_by("user__username")
     )
+    skills: dict[int, set[str]] = {}
+    for rep_id, name in Rep.skills.through.objects.values_list("rep_id", "skill__name"):
+        skills.setdefault(rep_id, set()).add(name)
+    territory_data = {
+        t.pk: TerritoryData(t.name, tuple(t.countries), tuple(t.regions), tuple(t.postcodes))
+        for t in Territory.objects.all()
+    }
+    territories: dict[int, list[TerritoryData]] = {}
+    for rep_id, territory_id in Rep.territories.through.objects.values_list("rep_id", "territory_id"):
+        territories.setdefault(rep_id, []).append(territory_data[territory_id])
+    shifts: dict[int, dict[int, list]] = {}
+    for rep_id, weekday, start, end in WorkingHours.objects.values_list("rep_id", "weekday", "start", "end"):
+        shifts.setdefault(rep_id, {}).setdefault(weekday, []).append((start, end))
+    time_off: dict[int, list] = {}
+    for rep_id, start, end in TimeOff.objects.filter(end__gt=horizon).values_list("rep_id", "start", "end"):
+        time_off.setdefault(rep_id, []).append((start, end))
     open_counts = dict(
         Lead.objects.filter(status__in=Lead.LOAD_STATUSES, owner__isnull=False)
         .values_list("owner")
@@ -49,25 +63,31 @@ def candidate_states(now: dt.datetime, *, since: dt.datetime | None = None) -> l
         .values_list("owner", "n")
     )
     out = []
-    for rep in reps:
+    for r in reps:
+        pk = r["id"]
+        active = r["active"] and r["user__is_active"]
         out.append(
             CandidateState(
-                username=rep.user.username,
-                team=rep.team.name if rep.team else "",
-                level=rep.level,
-                skills=frozenset(s.name for s in rep.skills.all()),
-                territories=tuple(
-                    TerritoryData(t.name, tuple(t.countries), tuple(t.regions), tuple(t.postcodes))
-                    for t in rep.territories.all()
+                username=r["user__username"],
+                team=r["team__name"] or "",
+                level=r["level"],
+                skills=frozenset(skills.get(pk, ())),
+                territories=tuple(territories.get(pk, ())),
+                weight=r["weight"],
+                capacity=r["capacity"],
+                open_count=open_counts.get(pk, 0),
+                daily_cap=r["daily_cap"],
+                given_24h=given.get(pk, 0),
+                # Same shape as reps.availability.schedule_for, built from flat rows.
+                schedule=Schedule(
+                    timezone=r["timezone"],
+                    shifts={k: tuple(sorted(v)) for k, v in shifts.get(pk, {}).items()},
+                    time_off=tuple(sorted(time_off.get(pk, ()))),
+                    holidays=r["holidays"],
+                    active=r["active"],
                 ),
-                weight=rep.weight,
-                capacity=rep.capacity,
-                open_count=open_counts.get(rep.pk, 0),
-                daily_cap=rep.daily_cap,
-                given_24h=given.get(rep.pk, 0),
-                schedule=schedule_for(rep),
-                active=rep.active and rep.user.is_active,
-                rep_id=rep.pk,
+                active=active,
+                rep_id=pk,
             )
         )
     return out

@@ -6,12 +6,14 @@ Every change of hands writes a LeadEvent in the same transaction as the change.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -274,7 +276,7 @@ def _chosen_reason(d: Decision | None) -> str:
 
 # Leads per transaction in route_leads: long enough to amortise loading the roster, short
 # enough that concurrent routers and claimers do not wait long on the cursor locks.
-ROUTE_BATCH = 500
+ROUTE_BATCH = 1000
 
 
 def route_leads(
@@ -335,6 +337,55 @@ def _assign_fields(lead: Lead, cand: CandidateState, rule: Rule | None, sla: int
 
 
 ASSIGN_FIELDS = ["owner", "status", "assigned_at", "routed_at", "rule", "pool_due_at", "sla_due_at", "updated_at"]
+
+
+def _write_events(events: list[LeadEvent]) -> None:
+    """Insert many timeline events; on PostgreSQL with COPY, which (unlike a multi-row INSERT with
+    client-side parameters) stays fast with a JSON explanation on every row."""
+    if not events:
+        return
+    if connection.vendor != "postgresql":
+        LeadEvent.objects.bulk_create(events)
+        return
+    table = connection.ops.quote_name(LeadEvent._meta.db_table)
+    columns = "lead_id, kind, at, actor_id, rep_id, rule_id, pool_id, detail"
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for e in events:
+            copy.write_row((e.lead_id, e.kind, e.at, e.actor_id, e.rep_id, e.rule_id, e.pool_id,
+                            json.dumps(e.detail, cls=DjangoJSONEncoder)))
+
+
+def _write_assignments(leads: list[Lead]) -> None:
+    """Save the assignment fields of many leads in one statement.
+
+    Django's bulk_update writes a CASE per field and row, which costs more than routing itself;
+    on PostgreSQL one UPDATE … FROM unnest(arrays) does the same work in a single pass.
+    """
+    if connection.vendor != "postgresql":
+        Lead.objects.bulk_update(leads, ASSIGN_FIELDS)
+        return
+    table = connection.ops.quote_name(Lead._meta.db_table)
+    columns = [
+        [lead.pk for lead in leads],
+        [lead.owner_id for lead in leads],
+        [lead.status for lead in leads],
+        [lead.assigned_at for lead in leads],
+        [lead.routed_at for lead in leads],
+        [lead.rule_id for lead in leads],
+        [lead.sla_due_at for lead in leads],
+        [lead.updated_at for lead in leads],
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS l SET owner_id = v.owner_id, status = v.status, assigned_at = v.assigned_at, "
+            "routed_at = v.routed_at, rule_id = v.rule_id, pool_due_at = NULL, sla_due_at = v.sla_due_at, "
+            "updated_at = v.updated_at "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[], %s::timestamptz[], %s::timestamptz[], "
+            "%s::bigint[], %s::timestamptz[], %s::timestamptz[]) "
+            "AS v(id, owner_id, status, assigned_at, routed_at, rule_id, sla_due_at, updated_at) "
+            "WHERE l.id = v.id",
+            columns,
+        )
 
 
 def _signature(explanation: dict[str, Any]) -> dict[str, Any]:
@@ -456,7 +507,7 @@ def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool
             # Lock the owners' rows too: anything else that changes a rep's load takes the same lock.
             list(Rep.objects.select_for_update().filter(pk__in={lead.owner_id for lead in assigned}).order_by("pk")
                  .values_list("pk", flat=True))
-            Lead.objects.bulk_update(assigned, ASSIGN_FIELDS)
+            _write_assignments(assigned)
         if pooled:
             pools = {p.name: p for p in Pool.objects.filter(name__in={name for _, name, _, _ in pooled})}
             for lead, name, rule, d in pooled:
@@ -466,7 +517,7 @@ def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool
                 else:  # deleted since the rule set was loaded (Rule.pool protects against that)
                     nobody.append((lead, d))
         events.extend(_unassigned_events(nobody, now, actor))
-        LeadEvent.objects.bulk_create(events)
+        _write_events(events)
         _save_cursors(rows, cursors, changed, roster, now)
         counts["assigned"] = len(assigned)
         counts["unassigned"] = len(nobody)
