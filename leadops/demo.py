@@ -356,7 +356,12 @@ def _demo_choose(rng, data, rules, pools, by_team, directors, seniors, team_of_c
 
 
 def _demo_outcome(rng, lead, events, now, speed, skill) -> None:
+    """Walk a lead through contacted → qualified → won, or lost, as far as `now` allows."""
     from routing.models import LeadEvent
+
+    def change(at, old, new):
+        events.append(LeadEvent(lead=lead, kind="status_changed", at=at, rep=lead.owner,
+                                detail={"from": old, "to": new}))
 
     start = lead.assigned_at
     age = (now - start).total_seconds() / 60
@@ -369,6 +374,9 @@ def _demo_outcome(rng, lead, events, now, speed, skill) -> None:
             events.append(LeadEvent(lead=lead, kind="escalated", at=lead.sla_due_at, rep=lead.owner,
                                     rule=lead.rule, detail={"step": 1, "action": "remind"}))
             lead.escalation_step = 1
+        if age > 3 * 24 * 60:  # nobody ever reached them: written off
+            lead.status, lead.closed_at = "lost", start + dt.timedelta(days=3)
+            change(lead.closed_at, "assigned", "lost")
         return
     t = start + dt.timedelta(minutes=touch)
     lead.first_touch_at = t
@@ -376,22 +384,18 @@ def _demo_outcome(rng, lead, events, now, speed, skill) -> None:
         events.append(LeadEvent(lead=lead, kind="sla_breached", at=lead.sla_due_at, rep=lead.owner,
                                 rule=lead.rule, detail={"due": lead.sla_due_at.isoformat()}))
     status = "contacted"
-    events.append(LeadEvent(lead=lead, kind="status_changed", at=t, rep=lead.owner,
-                            detail={"from": "assigned", "to": "contacted"}))
+    change(t, "assigned", "contacted")
     quality = (lead.score or 50) / 100 * skill
-    steps = [("qualified", 0.55 * quality + 0.1, 2 * 24 * 60), ("won", 0.45 * quality + 0.05, 9 * 24 * 60)]
+    steps = [("qualified", 0.55 * quality + 0.1, 3 * 24 * 60), ("won", 0.45 * quality + 0.05, 10 * 24 * 60)]
     for next_status, p, delay in steps:
         t2 = t + dt.timedelta(minutes=rng.uniform(0.3, 1.0) * delay)
         if t2 > now:
             break
         if rng.random() > p:
-            if rng.random() < 0.7:
-                events.append(LeadEvent(lead=lead, kind="status_changed", at=t2, rep=lead.owner,
-                                        detail={"from": status, "to": "lost"}))
-                status, lead.closed_at = "lost", t2
+            change(t2, status, "lost")
+            status, lead.closed_at = "lost", t2
             break
-        events.append(LeadEvent(lead=lead, kind="status_changed", at=t2, rep=lead.owner,
-                                detail={"from": status, "to": next_status}))
+        change(t2, status, next_status)
         status, t = next_status, t2
         if status == "won":
             lead.closed_at = t2
