@@ -36,10 +36,21 @@ RELEASE_REASONS = ["Not a fit for me", "No time to work it", "Wrong territory or
 # -- lookups (permission-scoped) ------------------------------------------------------------------
 
 
-def _my_pools(rep):
-    return Pool.objects.filter(memberships__rep=rep).annotate(
-        waiting=Count("leads", filter=Q(leads__status=Lead.Status.POOLED, leads__owner__isnull=True), distinct=True)
+def _my_pools(rep) -> list[Pool]:
+    pools = list(
+        Pool.objects.filter(memberships__rep=rep).annotate(
+            waiting=Count("leads", filter=Q(leads__status=Lead.Status.POOLED, leads__owner__isnull=True), distinct=True)
+        )
     )
+    held = dict(
+        Lead.objects.filter(owner=rep, claimed_at__isnull=False, status__in=pool_services.HELD_STATUSES)
+        .values_list("pool_id")
+        .annotate(n=Count("id"))
+    )
+    for pool in pools:
+        # Shown beside the pool so the limit is no surprise at claim time.
+        pool.held = held.get(pool.pk, 0)
+    return pools
 
 
 def _get_lead_for_rep(rep, pk: int) -> Lead:
@@ -81,7 +92,7 @@ def _status_actions(lead: Lead) -> list[str]:
 @require_GET
 def board(request: HttpRequest) -> HttpResponse:
     rep = request.user.rep
-    pools = list(_my_pools(rep))
+    pools = _my_pools(rep)
     waiting = (
         Lead.objects.waiting_in_pool()
         .filter(pool__in=[p.pk for p in pools])
@@ -133,7 +144,7 @@ def board_poll(request: HttpRequest) -> HttpResponse:
         )
     if not gone and {a.lead_id for a in announcements} == seen:
         return HttpResponse(status=204)
-    pools = list(_my_pools(rep))
+    pools = _my_pools(rep)
     return TemplateResponse(
         request,
         "routing/board.html#poll",

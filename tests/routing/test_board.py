@@ -219,3 +219,11 @@ def test_poll_brings_a_new_shotgun_announcement(rep_client, rep):
 
 def test_non_reps_cannot_open_the_board(manager_client):
     assert manager_client.get("/board/").status_code == 403
+
+
+def test_board_shows_how_many_leads_i_hold_against_the_limit(rep_client, rep):
+    pool = PoolFactory(name="SMB", members=[rep], claim_limit=5)
+    lead_claim(pooled(pool), rep=rep)
+    lead_claim(pooled(pool), rep=rep)
+
+    assert "you hold 2 of 5" in rep_client.get("/board/").content.decode()
