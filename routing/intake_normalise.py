@@ -75,16 +75,18 @@ def _country_names() -> dict[str, str]:
 @cache
 def normalise_country(value: str) -> str | None:
     """ISO alpha-2 from a code or a country name in most languages; None when unknown."""
+    from routing.intake_countries import COUNTRY_NAMES
+
     text = value.strip()
     if len(text) == 2 and text.isalpha():
         code = text.upper()
-        return code if code in _country_codes() else None
-    return _country_names().get(_fold(text))
+        return code if code in _COUNTRY_CODES or code in COUNTRY_NAMES.values() else None
+    folded = _fold(text)
+    return _COUNTRY_ALIASES.get(folded) or COUNTRY_NAMES.get(folded) or _country_names().get(folded)
 
 
-@cache
-def _country_codes() -> frozenset[str]:
-    return frozenset(phonenumbers.SUPPORTED_REGIONS) | frozenset(_country_names().values()) | {"AQ", "BV", "HM", "GS"}
+# Codes without phone numbers of their own are not in phonenumbers' regions.
+_COUNTRY_CODES = frozenset(phonenumbers.SUPPORTED_REGIONS) | {"AQ", "BV", "HM", "GS", "TF", "UM"}
 
 
 def normalise_phone(value: str, country: str = "") -> str:
@@ -172,109 +174,157 @@ def normalise_received_at(value: Any, now: dt.datetime) -> dt.datetime:
     return moment
 
 
-def normalise_lead(values: dict[str, Any], *, now: dt.datetime) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Clean one lead. Returns (data, errors); errors are (field, message) and empty when valid.
+# A strict subset of what Django's EmailValidator accepts: the common address passes without the
+# validator's two regexes and IDNA step; anything else still goes through the validator.
+_SIMPLE_EMAIL = re.compile(
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+)
+_CACHE_LIMIT = 20_000
+_MISSING = object()
 
-    `values` holds lead fields (strings from CSV, any JSON type from the API) plus `extra` (dict).
-    Empty strings and None mean "not given".
-    """
-    errors: list[tuple[str, str]] = []
-    data: dict[str, Any] = {}
 
-    def given(name: str) -> Any:
-        v = values.get(name)
-        if v is None:
-            return None
-        if isinstance(v, str):
-            v = v.strip()
-            return v or None
-        return v
+def _email_error(email: str) -> bool:
+    if len(email) > 254:
+        return True
+    if _SIMPLE_EMAIL.fullmatch(email):
+        return False
+    try:
+        _validate_email(email)
+    except ValidationError:
+        return True
+    return False
 
-    for name, limit in TEXT_LIMITS.items():
-        v = given(name)
-        text = "" if v is None else str(v)
-        if len(text) > limit:
-            errors.append((name, f"longer than {limit} characters"))
-        data[name] = text
 
-    email = given("email")
-    if email is not None:
-        email = str(email).lower()
+class LeadCleaner:
+    """normalise_lead with memory: columns like country, size, score or date repeat their values
+    thousands of times in one file, so each distinct raw value is parsed once (bounded caches keep
+    memory flat)."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+        self._caches: dict[str, dict[Any, tuple[Any, str | None]]] = {}
+
+    def _cached(self, kind: str, raw: Any, parse) -> tuple[Any, str | None]:
+        cache = self._caches.setdefault(kind, {})
+        key = raw if isinstance(raw, str) else (type(raw).__name__, raw) if isinstance(raw, int | float) else _MISSING
+        if key is not _MISSING:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        result = parse(raw)
+        if key is not _MISSING:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[key] = result
+        return result
+
+    # Each parser returns (value, error message or None).
+    def _country(self, raw: Any) -> tuple[Any, str | None]:
+        code = normalise_country(str(raw))
+        return (code, None) if code else ("", f"unknown country {str(raw)!r}")
+
+    def _size(self, raw: Any) -> tuple[Any, str | None]:
         try:
-            if len(email) > 254:
-                raise ValidationError("too long")
-            _validate_email(email)
-        except ValidationError:
-            errors.append(("email", f"invalid email address {str(values.get('email')).strip()!r}"))
-    data["email"] = email or ""
-
-    country = given("country")
-    data["country"] = ""
-    if country is not None:
-        code = normalise_country(str(country))
-        if code is None:
-            errors.append(("country", f"unknown country {str(country)!r}"))
-        else:
-            data["country"] = code
-
-    phone = given("phone")
-    data["phone"] = normalise_phone(str(phone), data["country"]) if phone is not None else ""
-    if len(data["phone"]) > 40:
-        errors.append(("phone", "longer than 40 characters"))
-
-    if not data["email"] and not data["phone"] and not any(f == "email" for f, _ in errors):
-        errors.append(("email", "email or phone is required"))
-        errors.append(("phone", "email or phone is required"))
-
-    size = given("company_size")
-    data["company_size"] = None
-    if size is not None:
-        try:
-            data["company_size"] = normalise_company_size(size)
+            size = normalise_company_size(raw)
         except (ValueError, TypeError):
-            errors.append(("company_size", f"company size must be a number or a range like 51-200, not {size!r}"))
-        else:
-            if data["company_size"] > 2_147_483_647:
-                errors.append(("company_size", "company size is too large"))
+            return None, f"company size must be a number or a range like 51-200, not {raw!r}"
+        return (size, None) if size <= 2_147_483_647 else (None, "company size is too large")
 
-    score = given("score")
-    data["score"] = None
-    if score is not None:
+    def _score(self, raw: Any) -> tuple[Any, str | None]:
         try:
-            data["score"] = normalise_score(score)
+            return normalise_score(raw), None
         except (ValueError, TypeError, InvalidOperation):
-            errors.append(("score", f"score must be a whole number from 0 to 100, not {score!r}"))
+            return None, f"score must be a whole number from 0 to 100, not {raw!r}"
 
-    priority = given("priority")
-    data["priority"] = "normal"
-    if priority is not None:
-        p = str(priority).lower()
-        if p in PRIORITIES:
-            data["priority"] = p
-        else:
-            errors.append(("priority", f"priority must be normal or urgent, not {priority!r}"))
+    def _priority(self, raw: Any) -> tuple[Any, str | None]:
+        p = str(raw).lower()
+        return (p, None) if p in PRIORITIES else ("normal", f"priority must be normal or urgent, not {raw!r}")
 
-    value = given("value")
-    data["value"] = None
-    if value is not None:
+    def _value(self, raw: Any) -> tuple[Any, str | None]:
         try:
-            data["value"] = normalise_value(value)
+            return normalise_value(raw), None
         except (InvalidOperation, ValueError, TypeError):
-            errors.append(("value", f"value must be an amount, not {value!r}"))
+            return None, f"value must be an amount, not {raw!r}"
 
-    received = given("received_at")
-    data["received_at"] = now
-    if received is not None:
+    def _received(self, raw: Any) -> tuple[Any, str | None]:
         try:
-            data["received_at"] = normalise_received_at(received, now)
+            return normalise_received_at(raw, self.now), None
         except OverflowError:
-            errors.append(("received_at", f"received_at {received!s} is in the future"))
+            return self.now, f"received_at {raw!s} is in the future"
         except (ValueError, TypeError):
-            errors.append(("received_at", f"received_at must be an ISO 8601 date/time, not {received!r}"))
+            return self.now, f"received_at must be an ISO 8601 date/time, not {raw!r}"
 
-    extra = values.get("extra") or {}
-    if not isinstance(extra, dict):
-        errors.append(("extra", "extra must be an object"))
-        extra = {}
-    data["extra"] = extra
-    return data, errors
+    def clean(self, values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """Clean one lead. Returns (data, errors); errors are (field, message) and empty when valid.
+
+        `values` holds lead fields (strings from CSV, any JSON type from the API) plus `extra` (dict).
+        Empty strings and None mean "not given".
+        """
+        errors: list[tuple[str, str]] = []
+        given: dict[str, Any] = {}
+        for name, v in values.items():
+            if isinstance(v, str):
+                v = v.strip()
+                if v:
+                    given[name] = v
+            elif v is not None:
+                given[name] = v
+        get = given.get
+        data: dict[str, Any] = {}
+
+        for name, limit in TEXT_LIMITS.items():
+            v = get(name)
+            text = "" if v is None else v if isinstance(v, str) else str(v)
+            if len(text) > limit:
+                errors.append((name, f"longer than {limit} characters"))
+            data[name] = text
+
+        email = get("email")
+        if email is not None:
+            email = str(email).lower()
+            if _email_error(email):
+                errors.append(("email", f"invalid email address {str(given['email'])!r}"))
+        data["email"] = email or ""
+
+        data["country"] = ""
+        if (raw := get("country")) is not None:
+            data["country"], err = self._cached("country", raw, self._country)
+            if err:
+                errors.append(("country", err))
+
+        phone = get("phone")
+        data["phone"] = normalise_phone(str(phone), data["country"]) if phone is not None else ""
+        if len(data["phone"]) > 40:
+            errors.append(("phone", "longer than 40 characters"))
+
+        if not data["email"] and not data["phone"] and not any(f == "email" for f, _ in errors):
+            errors.append(("email", "email or phone is required"))
+            errors.append(("phone", "email or phone is required"))
+
+        for name, kind, parse, default in (
+            ("company_size", "size", self._size, None),
+            ("score", "score", self._score, None),
+            ("priority", "priority", self._priority, "normal"),
+            ("value", "value", self._value, None),
+            ("received_at", "received", self._received, self.now),
+        ):
+            raw = get(name)
+            if raw is None:
+                data[name] = default
+                continue
+            data[name], err = self._cached(kind, raw, parse)
+            if err:
+                errors.append((name, err))
+
+        extra = values.get("extra") or {}
+        if not isinstance(extra, dict):
+            errors.append(("extra", "extra must be an object"))
+            extra = {}
+        data["extra"] = extra
+        return data, errors
+
+
+def normalise_lead(values: dict[str, Any], *, now: dt.datetime) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Clean one lead (see LeadCleaner.clean); for a single lead, as the API receives them."""
+    return LeadCleaner(now).clean(values)

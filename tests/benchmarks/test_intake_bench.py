@@ -1,0 +1,223 @@
+"""Intake benchmarks (`make bench`; marker `bench`). Each prints one JSON line
+{"name", "value", "unit", "baseline", "ratio"} with a baseline measured in the same run.
+
+- import_100k: rows/s of `import_leads --no-route` over a generated CSV of BENCH_SCALE rows
+  (default 100,000; 5% duplicates, 1% bad rows), against
+  * import_100k_vs_copy: raw PostgreSQL COPY of the same file into a bare text table (the ceiling),
+  * import_100k_vs_django: a plain Django loop (csv.DictReader + full_clean + bulk_create of 1,000),
+  * import_100k_peak_rss: peak RSS after the full file, against the peak after a tenth of it
+    (a ratio near 1 means memory stays flat as files grow).
+- api_post_lead_p50 / _p99: one POST /api/leads/ through the whole stack, sequentially, against
+  creating the same lead and its event straight through the ORM; api_post_lead_8way_p50 / _p99:
+  8 concurrent clients, against the sequential figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import resource
+import statistics
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.test import Client
+from django.utils import timezone
+
+from routing.models import ApiToken, Lead, LeadEvent
+from routing.services import record_event
+from tests.factories import UserFactory
+
+pytestmark = [pytest.mark.bench, pytest.mark.django_db(transaction=True)]
+
+HEADER = ["email", "first_name", "last_name", "phone", "company", "title", "country", "region", "postcode",
+          "industry", "company_size", "product", "source", "score", "priority", "value", "received_at"]
+COUNTRIES = [("DE", "+49 30 {:07d}"), ("FR", "+33 1 {:08d}"), ("GB", "+44 20 {:08d}"), ("US", "+1 415 {:07d}"),
+             ("ES", "+34 91 {:07d}"), ("Germany", "030 {:07d}"), ("Österreich", "+43 1 {:07d}")]
+SIZES = ["1-10", "11-50", "51-200", "201-500", "1000", "5000+", "250"]
+
+
+def scale() -> int:
+    return int(os.environ.get("BENCH_SCALE", "100000"))
+
+
+def emit(name: str, value: float, unit: str, baseline: float, ratio: float) -> None:
+    print(json.dumps({"name": name, "value": round(value, 3), "unit": unit, "baseline": round(baseline, 3),
+                      "ratio": round(ratio, 3)}))
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> None:
+    """Written row by row: the generator itself must not hold the file in memory."""
+    rng = random.Random(seed)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(HEADER)
+        for i in range(rows):
+            roll = rng.random()
+            email = f"lead{i}@company{i % 997}.example"
+            if roll < 0.05 and i > 10:
+                j = rng.randrange(i)
+                email = f"Lead{j}@company{j % 997}.example"  # a repeat of an earlier row, other case
+            country, phone = COUNTRIES[i % len(COUNTRIES)]
+            score = str(rng.randrange(101))
+            if 0.05 <= roll < 0.06:
+                if rng.random() < 0.5:
+                    email = f"broken{i}.example"
+                else:
+                    score = "high"
+            writer.writerow([
+                email, "Anna", f"Muster{i}", phone.format(i % 10_000_000), f"Company {i % 997} GmbH", "Buyer",
+                country, "", f"{10000 + i % 89999}", "software", SIZES[i % len(SIZES)], "payments", "",
+                score, "urgent" if i % 50 == 0 else "normal", f"{i % 5000}.50", "2026-11-01T09:00:00Z",
+            ])
+
+
+def clear_leads() -> None:
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            cur.execute("TRUNCATE routing_leadevent, routing_lead RESTART IDENTITY CASCADE")
+        else:
+            cur.execute("DELETE FROM routing_leadevent")
+            cur.execute("DELETE FROM routing_lead")
+
+
+def run_import(path: Path) -> tuple[float, dict]:
+    out = io.StringIO()
+    start = time.perf_counter()
+    call_command("import_leads", str(path), "--no-route", "--json", stdout=out)
+    return time.perf_counter() - start, json.loads(out.getvalue())
+
+
+def raw_copy(path: Path) -> float:
+    cols = ", ".join(f"{name} text" for name in HEADER)
+    start = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(f"CREATE TEMP TABLE bench_raw ({cols})")
+        with path.open("rb") as fh, cur.cursor.copy("COPY bench_raw FROM STDIN WITH (FORMAT csv, HEADER true)") as cp:
+            while block := fh.read(1 << 16):
+                cp.write(block)
+        cur.execute("DROP TABLE bench_raw")
+    return time.perf_counter() - start
+
+
+def django_loop(path: Path) -> float:
+    """What a reasonable developer writes first: validate each row with the model, insert in batches."""
+    start = time.perf_counter()
+    batch: list[Lead] = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            values = {k: (v or None) if k in ("company_size", "score", "value") else v for k, v in row.items()}
+            try:
+                values["company_size"] = int(values["company_size"]) if values["company_size"] else None
+            except ValueError:
+                values["company_size"] = None
+            values["value"] = Decimal(values["value"]) if values["value"] else None
+            values["received_at"] = values["received_at"] or timezone.now()
+            lead = Lead(**values, extra={})
+            try:
+                lead.full_clean()
+            except (ValidationError, ValueError):
+                continue
+            batch.append(lead)
+            if len(batch) >= 1000:
+                Lead.objects.bulk_create(batch)
+                batch = []
+    if batch:
+        Lead.objects.bulk_create(batch)
+    return time.perf_counter() - start
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_import_100k(tmp_path):
+    n = scale()
+    small, full = tmp_path / "small.csv", tmp_path / "full.csv"
+    generate(small, max(n // 10, 1000), seed=3)
+    generate(full, n)
+
+    run_import(small)
+    rss_small = peak_rss_mb()
+    clear_leads()
+    seconds, summary = run_import(full)
+    rss_full = peak_rss_mb()
+    assert summary["created"] + summary["merged"] + summary["failed"] == summary["rows"] == n
+    assert Lead.objects.count() == summary["created"]
+    ours = n / seconds
+    clear_leads()
+
+    django_rate = n / django_loop(full)
+    emit("import_100k", ours, "rows/s", django_rate, ours / django_rate)
+    emit("import_100k_vs_django", ours, "rows/s", django_rate, ours / django_rate)
+    if connection.vendor == "postgresql":
+        copy_rate = n / raw_copy(full)
+        emit("import_100k_vs_copy", ours, "rows/s", copy_rate, ours / copy_rate)
+    emit("import_100k_peak_rss", rss_full, "MB", rss_small, rss_full / rss_small)
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def test_api_post_lead():
+    n = max(50, min(scale() // 200, 500))
+    user = UserFactory(username="bench-ops", groups=["Ops"])
+    _, raw = ApiToken.issue(user, name="bench")
+    headers = {"Authorization": f"Bearer {raw}"}
+
+    def post(client: Client, email: str) -> float:
+        body = json.dumps({"email": email, "first_name": "Bench", "country": "DE", "score": 50})
+        start = time.perf_counter()
+        resp = client.post("/api/leads/", data=body, content_type="application/json", headers=headers)
+        elapsed = time.perf_counter() - start
+        assert resp.status_code == 201, resp.content
+        return elapsed * 1000
+
+    orm: list[float] = []
+    for i in range(n):
+        start = time.perf_counter()
+        with transaction.atomic():
+            lead = Lead.objects.create(email=f"orm{i}@bench.example", first_name="Bench", country="DE", score=50)
+            record_event(lead, LeadEvent.Kind.RECEIVED, source="bench")
+        orm.append((time.perf_counter() - start) * 1000)
+
+    client = Client()
+    sequential = [post(client, f"seq{i}@bench.example") for i in range(n)]
+
+    concurrent: list[float] = []
+    lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        try:
+            c = Client()
+            mine = [post(c, f"par{w}-{i}@bench.example") for i in range(n // 8 + 1)]
+            with lock:
+                concurrent.extend(mine)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(concurrent) == 8 * (n // 8 + 1)
+
+    orm50, orm99 = _percentiles(orm)
+    seq50, seq99 = _percentiles(sequential)
+    par50, par99 = _percentiles(concurrent)
+    emit("api_post_lead_p50", seq50, "ms", orm50, seq50 / orm50)
+    emit("api_post_lead_p99", seq99, "ms", orm99, seq99 / orm99)
+    emit("api_post_lead_8way_p50", par50, "ms", seq50, par50 / seq50)
+    emit("api_post_lead_8way_p99", par99, "ms", seq99, par99 / seq99)
