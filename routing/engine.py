@@ -272,6 +272,14 @@ class Decision:
             for s in self.steps
         ]
 
+    def _tried_json(self) -> list[dict[str, Any]]:
+        lead = self.lead or {}
+        return [
+            s.to_json() if isinstance(s, RuleTrace)
+            else {"rule": s.name, "index": s.label, "matched": False, "failed": s.describe_failure(lead)}
+            for s in self.steps
+        ]
+
     @property
     def outcome(self) -> str:
         if self.rep_username:
@@ -302,7 +310,7 @@ class Decision:
             "summary": self.summary(),
             "ruleset_version": self.version,
             "at": self.now.isoformat() if self.now else None,
-            "tried": [t.to_json() for t in self.trace],
+            "tried": self._tried_json(),
         }
 
 

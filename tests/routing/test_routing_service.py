@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 
 import pytest
 
@@ -301,3 +302,15 @@ def test_a_team_rule_uses_team_names(db):
     RepFactory(user__username="us")
     publish({"name": "EMEA", "candidates": {"team": "EMEA"}, "strategy": "first_available"})
     assert owner_name(route_one()) == "eu"
+
+
+def test_weighted_credits_persist_between_batches_so_shares_stay_exact(db):
+    for name, weight in (("a", 1), ("b", 2), ("c", 3)):
+        RepFactory(user__username=name, weight=weight)
+    publish({**RR, "strategy": "weighted"})
+    leads = [LeadFactory(received_at=WEDNESDAY - dt.timedelta(minutes=60 - i)) for i in range(60)]
+    for start in range(0, 60, 7):  # uneven batches, each one reloading the credits from the database
+        selectors._compiled.clear()
+        route_leads([lead.pk for lead in leads[start:start + 7]], now=WEDNESDAY)
+    owners = Lead.objects.values_list("owner__user__username", flat=True)
+    assert sorted(Counter(owners).items()) == [("a", 10), ("b", 20), ("c", 30)]
