@@ -4,6 +4,7 @@ managers' Unassigned queue (/unassigned/) with route-now and manual assignment a
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -37,11 +38,16 @@ def _get_lead_for_user(user, pk: int) -> Lead:
 def explain(request: HttpRequest, pk: int) -> HttpResponse:
     lead = _get_lead_for_user(request.user, pk)
     explanation = lead_explain(lead)
+    try:
+        decided_at = dt.datetime.fromisoformat(explanation["at"]) if explanation.get("at") else None
+    except (TypeError, ValueError):
+        decided_at = None
     events = list(lead.events.select_related("rep__user", "actor").order_by("at", "id"))
     return TemplateResponse(request, "routing/explain.html", {
         "lead": lead,
         "x": explanation,
         "tried": explanation.get("tried") or [],
+        "decided_at": decided_at,
         "events": events if is_manager(request.user) else [e for e in events if e.kind != LeadEvent.Kind.NOTIFIED],
     })
 

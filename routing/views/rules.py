@@ -10,6 +10,7 @@ accepts is exactly what `load_rules` would accept.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import messages
@@ -370,6 +371,8 @@ def rules_preview(request: HttpRequest, pk: int) -> HttpResponse:
         preview = ruleset_preview(rule_set, days=days)
     chart = None
     if preview:
+        for s in preview["sample"]:
+            s["received"] = dt.datetime.fromisoformat(s["received_at"])
         reps = [r for r in preview["per_rep"]]
         chart = {"labels": [r["name"] for r in reps],
                  "published": [r["published"] for r in reps],
