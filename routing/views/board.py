@@ -142,13 +142,14 @@ def board_poll(request: HttpRequest) -> HttpResponse:
             Lead.objects.filter(pk__in=shown).exclude(status=Lead.Status.POOLED, owner__isnull=True)
             .select_related("owner__user", "pool")
         )
-    if not gone and {a.lead_id for a in announcements} == seen:
-        return HttpResponse(status=204)
     pools = _my_pools(rep)
+    waiting_total = sum(p.waiting for p in pools)
+    if not gone and {a.lead_id for a in announcements} == seen and request.GET.get("waiting") == str(waiting_total):
+        return HttpResponse(status=204)
     return TemplateResponse(
         request,
         "routing/board.html#poll",
-        {"rep": rep, "announcements": announcements, "gone": gone, "waiting_total": sum(p.waiting for p in pools)},
+        {"rep": rep, "announcements": announcements, "gone": gone, "waiting_total": waiting_total},
     )
 
 

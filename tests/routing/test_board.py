@@ -186,9 +186,19 @@ def test_poll_says_nothing_changed_with_204(rep_client, rep):
     pool = PoolFactory(members=[rep])
     lead = pooled(pool)
 
-    response = rep_client.get("/board/poll/", {"shown": [lead.pk]}, **HX)
+    response = rep_client.get("/board/poll/", {"shown": [lead.pk], "waiting": 1}, **HX)
 
     assert response.status_code == 204
+
+
+def test_poll_updates_the_waiting_count_when_new_leads_arrive(rep_client, rep):
+    pool = PoolFactory(members=[rep])
+    pooled(pool)
+    pooled(pool)
+
+    response = rep_client.get("/board/poll/", {"waiting": 1}, **HX)
+
+    assert '<span id="waiting-total" hx-swap-oob="true">2</span>' in response.content.decode()
 
 
 def test_poll_swaps_out_a_row_someone_else_claimed(rep_client, rep, other_rep):
