@@ -80,7 +80,8 @@ def normalise_country(value: str) -> str | None:
     text = value.strip()
     if len(text) == 2 and text.isalpha():
         code = text.upper()
-        return code if code in _COUNTRY_CODES or code in COUNTRY_NAMES.values() else None
+        if code in _COUNTRY_CODES or code in COUNTRY_NAMES.values():
+            return code
     folded = _fold(text)
     return _COUNTRY_ALIASES.get(folded) or COUNTRY_NAMES.get(folded) or _country_names().get(folded)
 
