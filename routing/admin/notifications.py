@@ -28,7 +28,7 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Retry the selected dead or failed notifications now")
+    @admin.action(description="Retry the selected dead or failed notifications now", permissions=["change"])
     def retry(self, request, queryset) -> None:
         count = notifications_retry(list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} notification(s) queued again.", messages.SUCCESS)

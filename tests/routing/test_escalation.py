@@ -176,6 +176,16 @@ def test_escalate_to_a_manager_without_a_rep_profile_sends_them_an_email(alice, 
 
 
 @pytest.mark.django_db
+def test_without_escalate_to_the_managers_are_told(alice, manager, mailoutbox):
+    rule = make_rule(sla_minutes=5, ladder=["notify"])
+    assigned_lead(alice, due=MONDAY_0905, rule=rule)
+
+    sweep_overdue(MONDAY_0905)
+
+    assert [m.to for m in mailoutbox] == [[manager.email]]
+
+
+@pytest.mark.django_db
 def test_a_custom_ladder_is_followed_step_by_step(alice, dora):
     rule = make_rule(sla_minutes=10, ladder=["notify", "remind"], escalate_to=["dora"])
     lead = assigned_lead(alice, due=MONDAY_0905, rule=rule)
