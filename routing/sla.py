@@ -245,7 +245,7 @@ def lead_escalate(lead_id: int, *, now: dt.datetime, actor=None) -> dict[str, An
         detail["next_due_at"] = lead.sla_due_at.isoformat() if lead.sla_due_at else None
         lead.save(update_fields=fields)
 
-        escalated.detail = {**detail, "action": action}
+        escalated.detail = detail  # "action" stays the rung's; "instead" says what was done when it could not be
         escalated.save(update_fields=["detail"])
         # Rows are written in this transaction (a rollback leaves none); delivery is queued on commit.
         for kind, context in notify:
