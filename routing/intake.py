@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -158,21 +160,62 @@ class Importer:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, csvfile: CsvFile) -> ImportResult:
-        done = 0
         plan = self._plan(csvfile)
-        for chunk in _chunks(csvfile.records, self.chunk_rows):
-            self.result.rows += len(chunk)
-            valid = [r for r in (self._parse(csvfile, plan, row, cells) for row, cells in chunk) if r is not None]
-            if self.dry_run:
-                self._dry_chunk(valid)
-            else:
-                created_ids = self._write_chunk(valid)
-                if self.route and created_ids:
-                    self._route(created_ids)
-            done += len(chunk)
-            if self.on_progress:
-                self.on_progress(self.result, done)
+        parsed = (
+            (len(chunk), [r for r in (self._parse(csvfile, plan, row, cells) for row, cells in chunk) if r is not None])
+            for chunk in _chunks(csvfile.records, self.chunk_rows)
+        )
+        self._done = 0
+        if self.dry_run or connection.vendor != "postgresql" or connection.in_atomic_block:
+            for n, valid in parsed:
+                self._consume(n, valid)
+        else:
+            self._run_pipelined(parsed)
         return self.result
+
+    def _run_pipelined(self, parsed: Iterator[tuple[int, list[_Row]]]) -> None:
+        """Parse the next chunk while the database writes the previous one (psycopg waits without the
+        GIL). The writer thread has its own connection and takes chunks in order, so each chunk's
+        dedupe still sees every earlier chunk committed; the queue of one keeps memory flat."""
+        chunks: queue.Queue = queue.Queue(maxsize=1)
+        failures: list[BaseException] = []
+
+        def writer() -> None:
+            try:
+                while (item := chunks.get()) is not None:
+                    if not failures:
+                        self._consume(*item)
+            except BaseException as exc:
+                failures.append(exc)
+                while chunks.get() is not None:  # let the parser finish putting
+                    pass
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=writer, name="intake-writer", daemon=True)
+        thread.start()
+        try:
+            for item in parsed:
+                if failures:
+                    break
+                chunks.put(item)
+        finally:
+            chunks.put(None)
+            thread.join()
+        if failures:
+            raise failures[0]
+
+    def _consume(self, n: int, valid: list[_Row]) -> None:
+        self.result.rows += n
+        if self.dry_run:
+            self._dry_chunk(valid)
+        else:
+            created_ids = self._write_chunk(valid)
+            if self.route and created_ids:
+                self._route(created_ids)
+        self._done += n
+        if self.on_progress:
+            self.on_progress(self.result, self._done)
 
     def _route(self, ids: list[int]) -> None:
         counts = services.route_leads(ids, now=self.now, actor=self.actor)

@@ -318,3 +318,24 @@ def test_the_summary_adds_up_on_a_messy_file(tmp_path):
 
     assert summary["rows"] == 6
     assert_adds_up(summary)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_duplicates_across_chunks_merge_when_the_database_writes_in_parallel(tmp_path):
+    from routing.csvio import open_path
+    from routing.intake import Importer
+
+    rows = [[f"p{i % 120}@x.example", "P", str(i), "Co", "DE", "", ""] for i in range(300)]
+    rows.insert(7, ["broken", "B", "R", "Co", "DE", "", ""])
+    csvfile, stream = open_path(write_csv(tmp_path, rows))
+    seen: list[int] = []
+
+    with stream:
+        result = Importer(source="t", route=False, chunk_rows=50, on_progress=lambda r, done: seen.append(done)).run(
+            csvfile
+        )
+
+    assert (result.rows, result.created, result.merged, result.failed) == (301, 120, 180, 1)
+    assert Lead.objects.count() == 120 and LeadEvent.objects.filter(kind="merged").count() == 180
+    assert seen == [50, 100, 150, 200, 250, 300, 301]
