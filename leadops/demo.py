@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-DEMO_PASSWORD = "leadops-demo"
+DEMO_PASSWORD = "leadops-demo"  # noqa: S105 - printed to the user on purpose; demo only
 LOGINS = [
     ("maria", "Sales manager (admin, reports, rules, unassigned queue)"),
     ("alice", "Senior rep, EMEA (board, pools)"),
@@ -236,7 +236,7 @@ def _fake_lead(rng: random.Random, received_at: dt.datetime, n: int) -> dict:
     size = max(1, int(_pick(rng, SIZES) * rng.uniform(0.6, 1.5)))
     score = max(0, min(100, int(rng.gauss(55 + 8 * math.log10(size), 18))))
     return {
-        "email": f"{first}.{last}.{n}@{company.replace(' ', '').lower()}.example".lower().encode("ascii", "ignore").decode(),
+        "email": _ascii(f"{first}.{last}.{n}@{company.replace(' ', '')}.example".lower()),
         "first_name": first,
         "last_name": last,
         "phone": f"+4930{rng.randint(1000000, 9999999)}",
@@ -252,6 +252,10 @@ def _fake_lead(rng: random.Random, received_at: dt.datetime, n: int) -> dict:
         "value": Decimal(int(size ** 0.6 * rng.uniform(80, 160))),
         "received_at": received_at,
     }
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "ignore").decode()
 
 
 def _arrival(rng: random.Random, now: dt.datetime, days: int) -> dt.datetime:

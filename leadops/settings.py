@@ -142,3 +142,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {"leadops": {"level": "INFO"}, "routing": {"level": "INFO"}},
 }
+
+if TESTING:
+    # Hashing demo and factory passwords with PBKDF2 would dominate the test run's time.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
