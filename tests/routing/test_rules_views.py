@@ -306,3 +306,40 @@ def test_a_published_rule_row_is_never_edited_by_the_editor(manager_client, publ
     manager_client.post(reverse("rules_rule_edit", args=[draft.pk, rule.pk]),
                         rule_post(name="Everyone", strategy="weighted"))
     assert list(Rule.objects.filter(rule_set=published).values()) == before
+
+
+# -- two managers at once (PostgreSQL row locks) ----------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_managers_adding_rules_at_once_both_land_in_order(org, manager):
+    import threading
+
+    from django.db import connection
+    from django.test import Client
+
+    draft = ruleset_create_draft(RULES, actor=manager)
+    other = UserFactory(username="manager2", groups=["Managers"], is_staff=True)
+    barrier = threading.Barrier(4)
+    statuses = []
+
+    def add(user, name):
+        client = Client()
+        client.force_login(user)
+        barrier.wait()
+        try:
+            statuses.append(client.post(reverse("rules_rule_new", args=[draft.pk]), rule_post(name=name)).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=add, args=(u, f"Rule {i}"))
+               for i, u in enumerate([manager, other, manager, other])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [302] * 4
+    rows = list(draft.rules.order_by("position").values_list("position", "name"))
+    assert [p for p, _ in rows] == list(range(6))
+    assert {n for _, n in rows} == {"Urgent", "Everyone", "Rule 0", "Rule 1", "Rule 2", "Rule 3"}
