@@ -288,3 +288,19 @@ def test_create_api_token_prints_a_token_that_works(client, ops_user):
     assert token is not None and (token.name, token.scope, token.user) == ("crm", "intake", ops_user)
     assert token.token_hash != raw
     assert post(client, "/api/leads/", {"email": "t@x.example"}, {"Authorization": f"Bearer {raw}"}).status_code == 201
+
+
+def test_a_routed_lead_comes_back_with_its_owner_rule_and_explanation(client, ops_auth):
+    from routing.services import ruleset_create_draft, ruleset_publish
+
+    RepFactory(user__username="erin")
+    ruleset_publish(ruleset_create_draft({
+        "name": "API test",
+        "rules": [{"name": "Everyone to Erin", "when": [{"field": "country", "op": "eq", "value": "DE"}],
+                   "candidates": {"reps": ["erin"]}, "strategy": "round_robin"}],
+    }))
+
+    body = post(client, "/api/leads/", {"email": "routed@lead.example", "country": "DE"}, ops_auth).json()
+
+    assert (body["status"], body["owner"], body["rule"]) == ("assigned", "erin", "Everyone to Erin")
+    assert body["explanation"]
