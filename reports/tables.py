@@ -200,7 +200,8 @@ def hoarding_table(scope: Scope, by: str = "") -> Table:
     )
 
 
-def sources_table(scope: Scope, by: str = "") -> Table:
+def sources_table(scope: Scope, by: str = "", rows: list[dict[str, Any]] | None = None) -> Table:
+    """`rows` lets the dashboard reuse the figures it already counted."""
     return Table(
         name="sources",
         title="By source",
@@ -213,7 +214,7 @@ def sources_table(scope: Scope, by: str = "") -> Table:
             Column("assigned", "Assigned", "int"),
             Column("won_rate", "Won ÷ assigned", "rate_ci"),
         ],
-        rows=selectors.dashboard_sources(scope),
+        rows=selectors.dashboard_sources(scope) if rows is None else rows,
     )
 
 

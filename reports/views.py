@@ -62,20 +62,20 @@ def _with_links(request: HttpRequest, *tables: Table) -> list[Table]:
 @manager_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     scope, filterset = _scope(request)
-    summary = selectors.period_summary(scope)
-    distribution = selectors.speed_distribution(scope)
+    board = selectors.dashboard(scope)
+    sources = TABLES["sources"](scope, rows=board.sources)
     context = {
         "filter": filterset,
         "scope": scope,
         "received": selectors.received_windows(scope),
-        "summary": summary,
+        "summary": board.summary,
         "snapshot": selectors.snapshot(scope),
-        "arrivals_chart": {"labels": [f"{h:02d}" for h in range(24)], "values": selectors.arrivals_by_hour(scope)},
+        "arrivals_chart": {"labels": [f"{h:02d}" for h in range(24)], "values": board.arrivals},
         "distribution_chart": {
-            "labels": [row["label"] for row in distribution],
-            "values": [row["count"] for row in distribution],
+            "labels": [row["label"] for row in board.distribution],
+            "values": [row["count"] for row in board.distribution],
         },
-        "tables": _with_links(request, TABLES["sources"](scope)),
+        "tables": _with_links(request, sources),
     }
     return _render(request, "reports/dashboard.html", context)
 
