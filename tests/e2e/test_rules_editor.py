@@ -69,6 +69,11 @@ def test_a_manager_adds_a_condition_saves_a_draft_previews_and_publishes(logged_
     expect(page.locator("ol.rules li").nth(0)).to_contain_text("Germany to alice")
     expect(page.locator("ol.rules li").nth(0)).to_contain_text("1. Germany to alice")
     assert list(draft.rules.order_by("position").values_list("name", flat=True)) == ["Germany to alice", "Everyone"]
+    # The list was swapped in by htmx; dragging must still work on the new one.
+    page.locator("ol.rules li").nth(1).locator(".handle").drag_to(page.locator("ol.rules li").nth(0))
+    expect(page.locator("ol.rules li").nth(0)).to_contain_text("1. Everyone")
+    page.locator("ol.rules li").nth(1).locator(".handle").drag_to(page.locator("ol.rules li").nth(0))
+    expect(page.locator("ol.rules li").nth(0)).to_contain_text("1. Germany to alice")
 
     page.locator("#preview-link").click()
     expect(page.locator(".preview-summary")).to_contain_text("would go elsewhere")
