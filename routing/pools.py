@@ -188,7 +188,6 @@ def lead_claim(lead: Lead, *, rep: Rep, actor=None, now: dt.datetime | None = No
     current owner (a double click) returns the lead without a second claim.
     """
     now = now or timezone.now()
-    refusal: ClaimRefused | None = None
     with transaction.atomic():
         if connection.vendor == "sqlite":
             # SQLite ignores FOR UPDATE. Writing first takes its database-wide write lock, which
@@ -205,45 +204,53 @@ def lead_claim(lead: Lead, *, rep: Rep, actor=None, now: dt.datetime | None = No
             raise NotAMember("You are not a member of the pool this lead is in.")
         if current.owner_id == rep.pk:
             return current
-        held = held_counts(pool, [rep.pk]).get(rep.pk, 0)
-        claimed_today = (
-            claims_since(pool, now - dt.timedelta(hours=24), [rep.pk]).get(rep.pk, 0) if pool.daily_claim_cap else 0
+        if current.owner_id is not None or current.status != Lead.Status.POOLED:
+            # "Taken by X" tells the rep more than their own limit would.
+            refusal = _refuse_taken(current.pk, pool, rep, actor, now)
+        else:
+            claimed = _claim_within_limits(current, pool, rep, actor, now)
+            if isinstance(claimed, Lead):
+                return claimed
+            refusal = claimed
+    # The refusal event is committed; the caller gets the reason.
+    raise refusal
+
+
+def _claim_within_limits(lead: Lead, pool: Pool, rep: Rep, actor, now: dt.datetime) -> Lead | ClaimRefused:
+    """Inside lead_claim's transaction, with the member row locked: check the limits, then the
+    conditional UPDATE. Returns the claimed lead, or the (recorded) refusal."""
+    held = held_counts(pool, [rep.pk]).get(rep.pk, 0)
+    if pool.claim_limit is not None and held >= pool.claim_limit:
+        return _refuse(
+            lead, pool, rep, actor, now,
+            f"You hold {held} of {pool.claim_limit} leads from the {pool.name} pool. "
+            "Work or release one before claiming another.",
+            "claim_limit", held=held, limit=pool.claim_limit,
         )
-        if pool.claim_limit is not None and held >= pool.claim_limit:
-            refusal = _refuse(
-                current, pool, rep, actor, now,
-                f"You hold {held} of {pool.claim_limit} leads from the {pool.name} pool. "
-                "Work or release one before claiming another.",
-                "claim_limit", held=held, limit=pool.claim_limit,
-            )
-        elif pool.daily_claim_cap is not None and claimed_today >= pool.daily_claim_cap:
-            refusal = _refuse(
-                current, pool, rep, actor, now,
+    if pool.daily_claim_cap is not None:
+        claimed_today = claims_since(pool, now - dt.timedelta(hours=24), [rep.pk]).get(rep.pk, 0)
+        if claimed_today >= pool.daily_claim_cap:
+            return _refuse(
+                lead, pool, rep, actor, now,
                 f"You claimed {claimed_today} of {pool.daily_claim_cap} leads allowed from the {pool.name} pool "
                 "in 24 hours.",
                 "daily_cap", claimed=claimed_today, cap=pool.daily_claim_cap,
             )
-        else:
-            sla_due = _sla_due(current, rep, now)
-            changes = {
-                "owner": rep, "status": Lead.Status.ASSIGNED, "claimed_at": now, "assigned_at": now,
-                "sla_due_at": sla_due, "escalation_step": 0, "pool_due_at": None, "updated_at": now,
-            }
-            won = Lead.objects.filter(
-                pk=current.pk, owner__isnull=True, status=Lead.Status.POOLED, pool=pool
-            ).update(**changes)
-            if won == 1:
-                for field, value in changes.items():
-                    setattr(current, field, value)
-                # Only shotgun pools (or a shotgun timeout) leave announcements behind.
-                if pool.mode == Pool.Mode.SHOTGUN or current.pool_stage == Pool.OnTimeout.SHOTGUN:
-                    PoolAnnouncement.objects.filter(lead=current).delete()
-                record_event(current, LeadEvent.Kind.CLAIMED, at=now, actor=actor, rep=rep, pool=pool,
-                             held=held + 1, limit=pool.claim_limit)
-                return current
-            refusal = _refuse_taken(current.pk, pool, rep, actor, now)
-    # The refusal event is committed; the caller gets the reason.
-    raise refusal
+    changes = {
+        "owner": rep, "status": Lead.Status.ASSIGNED, "claimed_at": now, "assigned_at": now,
+        "sla_due_at": _sla_due(lead, rep, now), "escalation_step": 0, "pool_due_at": None, "updated_at": now,
+    }
+    won = Lead.objects.filter(pk=lead.pk, owner__isnull=True, status=Lead.Status.POOLED, pool=pool).update(**changes)
+    if won != 1:
+        return _refuse_taken(lead.pk, pool, rep, actor, now)
+    for field, value in changes.items():
+        setattr(lead, field, value)
+    # Only shotgun pools (or a shotgun timeout) leave announcements behind.
+    if pool.mode == Pool.Mode.SHOTGUN or lead.pool_stage == Pool.OnTimeout.SHOTGUN:
+        PoolAnnouncement.objects.filter(lead=lead).delete()
+    record_event(lead, LeadEvent.Kind.CLAIMED, at=now, actor=actor, rep=rep, pool=pool,
+                 held=held + 1, limit=pool.claim_limit)
+    return lead
 
 
 def _refuse_taken(lead_id: int, pool: Pool, rep: Rep, actor, now: dt.datetime) -> ClaimRefused:

@@ -185,3 +185,14 @@ def test_a_rep_outside_hours_can_still_claim_what_they_see(db):
     lead = pooled(pool)
 
     assert lead_claim(lead, rep=night_rep, now=dt.datetime(2026, 11, 23, 22, 0, tzinfo=dt.UTC)).owner == night_rep
+
+
+def test_a_taken_lead_says_who_took_it_even_when_i_am_at_my_limit(rep, other_rep):
+    pool = PoolFactory(members=[rep, other_rep], claim_limit=1)
+    lead_claim(pooled(pool), rep=rep)
+    taken = lead_claim(pooled(pool), rep=other_rep)
+
+    with pytest.raises(ClaimRefused) as refused:
+        lead_claim(taken, rep=rep)
+
+    assert refused.value.reason == "taken"
