@@ -237,3 +237,16 @@ def test_board_shows_how_many_leads_i_hold_against_the_limit(rep_client, rep):
     lead_claim(pooled(pool), rep=rep)
 
     assert "you hold 2 of 5" in rep_client.get("/board/").content.decode()
+
+
+def test_poll_drops_a_shotgun_announcement_once_someone_claimed_it(rep_client, rep, other_rep):
+    from routing.pools import lead_enter_pool
+
+    pool = PoolFactory(members=[rep, other_rep], mode="shotgun")
+    lead = lead_enter_pool(LeadFactory(company="Gone Fast Ltd"), pool)
+    lead_claim(lead, rep=other_rep)
+
+    response = rep_client.get("/board/poll/", {"announced": [lead.pk], "waiting": 0}, **HX)
+
+    assert response.status_code == 200
+    assert "Gone Fast Ltd" not in response.content.decode()
