@@ -152,7 +152,8 @@ def lead_notify(lead_id: int, kind: str, **context) -> list[int]:
                                  payload={**payload, "to": email}, created_at=now, next_attempt_at=now))
     if not rows:
         return []
-    with transaction.atomic():
+    # Inside a caller's transaction the rows simply join it; no savepoint needed.
+    with transaction.atomic(savepoint=False):
         created = Notification.objects.bulk_create(rows)
         # A rep with no email and no webhook is reached in-app only: that row is the delivery.
         for row in in_app_only:

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from reps.availability import schedule_for
+from reps.availability import Schedule, schedule_for
 from reps.models import Rep
 from routing.models import Lead, LeadEvent, Rule
 from routing.services import record_event
@@ -52,15 +52,22 @@ class LadderError(ValueError):
 # -- deadlines ---------------------------------------------------------------------------------
 
 
-def sla_due_at(rep: Rep | None, start: dt.datetime, minutes: float) -> dt.datetime:
+def sla_due_at(
+    rep: Rep | None, start: dt.datetime, minutes: float, *, schedules: dict[int, Schedule] | None = None
+) -> dt.datetime:
     """The moment `minutes` of `rep`'s working time have passed since `start` (UTC).
 
     Skips nights, weekends, time off and the rep's public holidays. A rep who will never work
     again (inactive, no shifts within the horizon) falls back to wall-clock minutes, so that the
-    lead is still escalated rather than forgotten.
+    lead is still escalated rather than forgotten. `schedules` caches Schedules by rep id across
+    many calls (a sweep asks for the same reps again and again).
     """
     if rep is not None:
-        due = schedule_for(rep).add_working_minutes(start, minutes)
+        if schedules is None:
+            schedule = schedule_for(rep)
+        else:
+            schedule = schedules.get(rep.pk) or schedules.setdefault(rep.pk, schedule_for(rep))
+        due = schedule.add_working_minutes(start, minutes)
         if due is not None:
             return due
     return start + dt.timedelta(minutes=minutes)
@@ -158,7 +165,9 @@ def overdue_leads(now: dt.datetime):
     ).order_by("sla_due_at", "id")
 
 
-def lead_escalate(lead_id: int, *, now: dt.datetime, actor=None) -> dict[str, Any] | None:
+def lead_escalate(
+    lead_id: int, *, now: dt.datetime, actor=None, schedules: dict[int, Schedule] | None = None
+) -> dict[str, Any] | None:
     """Take the next rung of the ladder for one overdue lead, in its own transaction.
 
     Returns what was done, or None when the lead is no longer due (already stepped by another
@@ -196,9 +205,11 @@ def lead_escalate(lead_id: int, *, now: dt.datetime, actor=None) -> dict[str, An
         detail: dict[str, Any] = {"step": step, "action": action, "due_at": lead.sla_due_at.isoformat()}
         fields = ["escalation_step", "sla_due_at", "updated_at"]
         notify: list[tuple[str, dict[str, Any]]] = []
-        # Written first so the timeline reads "escalated (step 2) → reassigned"; completed below.
-        escalated = record_event(lead, LeadEvent.Kind.ESCALATED, at=now, actor=actor, rep=old_owner, rule=lead.rule,
-                                 **detail)
+        escalated = None
+        if action == REASSIGN:
+            # Written first so the timeline reads "escalated (step 2) → reassigned"; completed below.
+            escalated = record_event(lead, LeadEvent.Kind.ESCALATED, at=now, actor=actor, rep=old_owner,
+                                     rule=lead.rule, **detail)
 
         if action == REASSIGN:
             limit = lead.rule.max_reassignments if lead.rule_id else None
@@ -239,14 +250,18 @@ def lead_escalate(lead_id: int, *, now: dt.datetime, actor=None) -> dict[str, An
         lead.escalation_step = step
         if step < len(ladder) and lead.status == Lead.Status.ASSIGNED:
             minutes = sla_minutes_for(lead) or getattr(settings, "LEADOPS_DEFAULT_SLA_MINUTES", DEFAULT_SLA_MINUTES)
-            lead.sla_due_at = sla_due_at(lead.owner, now, minutes)
+            lead.sla_due_at = sla_due_at(lead.owner, now, minutes, schedules=schedules)
         else:
             lead.sla_due_at = None
         detail["next_due_at"] = lead.sla_due_at.isoformat() if lead.sla_due_at else None
         lead.save(update_fields=fields)
 
-        escalated.detail = detail  # "action" stays the rung's; "instead" says what was done when it could not be
-        escalated.save(update_fields=["detail"])
+        # "action" stays the rung's; "instead" says what was done when it could not be.
+        if escalated is None:
+            record_event(lead, LeadEvent.Kind.ESCALATED, at=now, actor=actor, rep=old_owner, rule=lead.rule, **detail)
+        else:
+            escalated.detail = detail
+            escalated.save(update_fields=["detail"])
         # Rows are written in this transaction (a rollback leaves none); delivery is queued on commit.
         for kind, context in notify:
             lead_notify(lead.pk, kind, now=now, **context)
@@ -256,6 +271,7 @@ def lead_escalate(lead_id: int, *, now: dt.datetime, actor=None) -> dict[str, An
 def sla_sweep(now: dt.datetime, *, batch: int = 500, actor=None) -> dict[str, int]:
     """Escalate every overdue lead by one rung, in order of due time."""
     escalated = 0
+    schedules: dict[int, Schedule] = {}
     last: tuple[dt.datetime, int] | None = None
     while True:
         qs = overdue_leads(now)
@@ -267,7 +283,7 @@ def sla_sweep(now: dt.datetime, *, batch: int = 500, actor=None) -> dict[str, in
         if not rows:
             break
         for _due, lead_id in rows:
-            if lead_escalate(lead_id, now=now, actor=actor) is not None:
+            if lead_escalate(lead_id, now=now, actor=actor, schedules=schedules) is not None:
                 escalated += 1
         last = rows[-1]
     return {"escalated": escalated}
