@@ -12,7 +12,6 @@ Each chunk commits on its own, so a crash loses no reported row and progress is 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -27,8 +26,6 @@ from routing import services
 from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
 from routing.intake_normalise import LeadCleaner
 from routing.models import ImportJob, Lead, LeadEvent
-
-log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 5000
 # Fields a duplicate may fill in on the lead it merges into (never owner/status: the lead keeps them).
@@ -45,7 +42,6 @@ class ImportResult:
     pooled: int = 0
     unassigned: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
-    created_ids: list[int] = field(default_factory=list, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         """The `--json` summary of CONTRACT §4, keys exactly as promised."""
