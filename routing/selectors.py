@@ -20,7 +20,22 @@ from routing.rulefile import ruleset_validate
 DAY = dt.timedelta(hours=24)
 
 
-def candidate_states(now: dt.datetime, *, since: dt.datetime | None = None) -> list[CandidateState]:
+def load_counts(now: dt.datetime, rep_ids: Iterable[int] | None = None) -> tuple[dict[int, int], dict[int, int]]:
+    """Open leads per rep (capacity) and leads given in the 24 h before `now` (daily cap)."""
+    open_leads = Lead.objects.filter(status__in=Lead.LOAD_STATUSES, owner__isnull=False)
+    recent = Lead.objects.filter(owner__isnull=False, assigned_at__gt=now - DAY, assigned_at__lte=now)
+    if rep_ids is not None:
+        ids = list(rep_ids)
+        open_leads, recent = open_leads.filter(owner_id__in=ids), recent.filter(owner_id__in=ids)
+    return (
+        dict(open_leads.values_list("owner").annotate(n=Count("id")).values_list("owner", "n")),
+        dict(recent.values_list("owner").annotate(n=Count("id")).values_list("owner", "n")),
+    )
+
+
+def candidate_states(
+    now: dt.datetime, *, since: dt.datetime | None = None, with_counts: bool = True
+) -> list[CandidateState]:
     """Every rep with schedule, skills, territories, open leads and leads given in the 24 h before `now`.
 
     Seven flat queries and no model instances: a batch of route_pending or an SLA reassignment
@@ -50,18 +65,7 @@ def candidate_states(now: dt.datetime, *, since: dt.datetime | None = None) -> l
     time_off: dict[int, list] = {}
     for rep_id, start, end in TimeOff.objects.filter(end__gt=horizon).values_list("rep_id", "start", "end"):
         time_off.setdefault(rep_id, []).append((start, end))
-    open_counts = dict(
-        Lead.objects.filter(status__in=Lead.LOAD_STATUSES, owner__isnull=False)
-        .values_list("owner")
-        .annotate(n=Count("id"))
-        .values_list("owner", "n")
-    )
-    given = dict(
-        Lead.objects.filter(owner__isnull=False, assigned_at__gt=now - DAY, assigned_at__lte=now)
-        .values_list("owner")
-        .annotate(n=Count("id"))
-        .values_list("owner", "n")
-    )
+    open_counts, given = load_counts(now) if with_counts else ({}, {})
     out = []
     for r in reps:
         pk = r["id"]
@@ -95,6 +99,32 @@ def candidate_states(now: dt.datetime, *, since: dt.datetime | None = None) -> l
 
 def roster_load(now: dt.datetime, *, since: dt.datetime | None = None) -> Roster:
     return Roster(candidate_states(now, since=since))
+
+
+# Up to this many leads, counting only the reps their matching rules could pick beats counting
+# every rep's open leads (a scan of all open leads, slow once there are 100,000 of them).
+FEW_LEADS = 20
+
+
+def roster_for_leads(leads: list[dict], compiled: CompiledRuleSet, now: dt.datetime) -> Roster:
+    """The roster for routing `leads`: counts are loaded for every rep that any rule matching one
+    of the leads (or the fallback) could consider — the only counts the engine will read."""
+    if len(leads) > FEW_LEADS:
+        return roster_load(now)
+    roster = Roster(candidate_states(now, with_counts=False))
+    wanted: set[int] = set()
+    for spec in compiled.all_rules():
+        if spec.pool or spec.candidates is None:
+            continue
+        if spec.index is not None and spec.when and all(spec.first_failure(lead) is not None for lead in leads):
+            continue
+        members, _ = roster.scope(spec.candidates)
+        wanted.update(c.rep_id for c in members if c.rep_id is not None)
+    open_counts, given = load_counts(now, wanted)
+    for c in roster.candidates:
+        c.open_count = open_counts.get(c.rep_id, 0)
+        c.given_24h = given.get(c.rep_id, 0)
+    return roster
 
 
 def cursors_load(keys: Iterable[str]) -> dict[str, CursorState]:

@@ -477,7 +477,8 @@ def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool
             LeadEvent.objects.bulk_create(events)
             counts["unassigned"] = len(leads)
             return counts
-        roster = selectors.roster_load(now)
+        data = [lead_data(lead, LEAD_FIELDS) for lead in leads]
+        roster = selectors.roster_for_leads(data, loaded.compiled, now)
         cursors = {k: CursorState.from_json(r.state) for k, r in rows.items()}
         changed: set[str] = set()
         rng = random.Random()
@@ -485,8 +486,8 @@ def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool
         events: list[LeadEvent] = []
         pooled: list[tuple[Lead, str, Rule | None, Decision]] = []
         nobody: list[tuple[Lead, Decision]] = []
-        for lead in leads:
-            d = decide(lead_data(lead, LEAD_FIELDS), loaded.compiled, roster, cursors, now, rng)
+        for lead, fields in zip(leads, data, strict=True):
+            d = decide(fields, loaded.compiled, roster, cursors, now, rng)
             if d.rep_username:
                 cand = roster.by_name[d.rep_username]
                 # Later leads of this batch must see this one in the rep's load and daily count.
@@ -570,13 +571,13 @@ def lead_route(
             if apply and lead.owner_id is None:
                 LeadEvent.objects.bulk_create(_unassigned_events([(lead, d)], now, actor))
             return d
-        roster = selectors.roster_load(now)
+        fields = lead_data(lead, LEAD_FIELDS)
+        roster = selectors.roster_for_leads([fields], loaded.compiled, now)
         if rows:
             cursors = {k: CursorState.from_json(r.state) for k, r in rows.items()}
         else:
             cursors = selectors.cursors_load(r.key for r in loaded.compiled.all_rules())
-        d = decide(lead_data(lead, LEAD_FIELDS), loaded.compiled, roster, cursors, now, random.Random(),
-                   exclude=excluded)
+        d = decide(fields, loaded.compiled, roster, cursors, now, random.Random(), exclude=excluded)
         rule = loaded.rule_for(d.rule.key) if d.rule else None
         if d.rep_username:
             d.owner = Rep.objects.select_related("user", "team").get(pk=roster.by_name[d.rep_username].rep_id)
@@ -650,9 +651,10 @@ def lead_explain(lead: Lead, *, now: dt.datetime | None = None) -> dict[str, Any
     loaded = selectors.published_ruleset()
     if loaded is None:
         return {**head, "source": "computed", **_no_rules(lead, now).explanation()}
-    roster = selectors.roster_load(now)
+    fields = lead_data(lead, LEAD_FIELDS)
+    roster = selectors.roster_for_leads([fields], loaded.compiled, now)
     cursors = selectors.cursors_load(r.key for r in loaded.compiled.all_rules())
-    d = decide(lead_data(lead, LEAD_FIELDS), loaded.compiled, roster, cursors, now, random.Random())
+    d = decide(fields, loaded.compiled, roster, cursors, now, random.Random())
     return {**head, "source": "computed", **d.explanation()}
 
 
