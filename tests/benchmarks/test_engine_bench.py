@@ -48,7 +48,7 @@ ROUTE_RULES = 20
 
 def emit(name: str, value: float, unit: str, baseline: float, ratio: float) -> None:
     print(json.dumps({"name": name, "value": round(value, 3), "unit": unit, "baseline": round(baseline, 3),
-                      "ratio": round(ratio, 2)}))
+                      "ratio": float(f"{ratio:.4g}")}))
 
 
 def build_org() -> None:
