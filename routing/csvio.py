@@ -167,11 +167,18 @@ def open_csv(stream: BinaryIO, mapping: dict[str, str] | None = None) -> CsvFile
     head = stream.read(64 * 1024)
     if not head.removeprefix(codecs.BOM_UTF8).strip():
         raise CsvUnreadable("the file is empty")
-    if _looks_binary(head):
+    utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if not utf16 and _looks_binary(head):
         raise CsvUnreadable("the file is not text (binary data); export it as CSV and try again")
     stream = io.BufferedReader(_Prepend(head, stream))  # type: ignore[arg-type]
     state = {"encoding": "utf-8"}
-    lines = _decoded_lines(stream, state)
+    lines: Iterator[str]
+    if utf16:
+        # Excel's "Unicode text" export: UTF-16 with a BOM, usually tab separated.
+        state["encoding"] = "utf-16"
+        lines = iter(io.TextIOWrapper(stream, encoding="utf-16", errors="replace", newline=""))
+    else:
+        lines = _decoded_lines(stream, state)
     try:
         first = next(lines)
         while not first.strip():

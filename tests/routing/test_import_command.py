@@ -339,3 +339,13 @@ def test_duplicates_across_chunks_merge_when_the_database_writes_in_parallel(tmp
     assert (result.rows, result.created, result.merged, result.failed) == (301, 120, 180, 1)
     assert Lead.objects.count() == 120 and LeadEvent.objects.filter(kind="merged").count() == 180
     assert seen == [50, 100, 150, 200, 250, 300, 301]
+
+
+def test_an_excel_unicode_text_export_in_utf16_is_read(tmp_path):
+    path = tmp_path / "excel.txt"
+    path.write_bytes("Email\tFirst Name\tCountry\r\nu16@x.example\tŁukasz\tPolska\r\n".encode("utf-16"))
+
+    summary = run_import(path, "--no-route")
+
+    lead = Lead.objects.get()
+    assert summary["created"] == 1 and (lead.first_name, lead.country) == ("Łukasz", "PL")
