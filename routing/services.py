@@ -641,12 +641,25 @@ def lead_explain(lead: Lead, *, now: dt.datetime | None = None) -> dict[str, Any
     """Why the lead is where it is: the recorded explanation of its last routing, or — when it was
     never routed — what the published rules would decide now (nothing is written)."""
     kinds = [LeadEvent.Kind.ROUTED, LeadEvent.Kind.REASSIGNED, LeadEvent.Kind.UNASSIGNED, LeadEvent.Kind.POOLED]
-    head = {"lead": lead.pk, "status": lead.status,
-            "owner": lead.owner.user.username if lead.owner_id else None,
-            "pool": lead.pool.name if lead.pool_id else None}
+    head: dict[str, Any] = {"lead": lead.pk, "status": lead.status,
+                            "owner": lead.owner.user.username if lead.owner_id else None,
+                            "pool": lead.pool.name if lead.pool_id else None}
+    # A change of hands after the routing decision (a manager, a claim) is what explains the owner now.
+    later = (
+        LeadEvent.objects.filter(lead=lead, kind__in=[LeadEvent.Kind.MANUAL_ASSIGNED, LeadEvent.Kind.CLAIMED])
+        .select_related("actor", "rep__user").order_by("-at", "-id").first()
+    )
     for event in LeadEvent.objects.filter(lead=lead, kind__in=kinds).order_by("-at", "-id"):
         if "tried" in (event.detail or {}):
-            return {**head, "source": "recorded", "event": event.kind, **event.detail}
+            out = {**head, "source": "recorded", "event": event.kind, **event.detail}
+            if later is not None and (later.at, later.pk) > (event.at, event.pk):
+                out["since"] = {
+                    "kind": later.kind, "at": later.at.isoformat(),
+                    "rep": later.rep.user.username if later.rep else None,
+                    "by": later.actor.username if later.actor else None,
+                    "reason": (later.detail or {}).get("reason", ""),
+                }
+            return out
     now = now or timezone.now()
     loaded = selectors.published_ruleset()
     if loaded is None:

@@ -314,3 +314,13 @@ def test_weighted_credits_persist_between_batches_so_shares_stay_exact(db):
         route_leads([lead.pk for lead in leads[start:start + 7]], now=WEDNESDAY)
     owners = Lead.objects.values_list("owner__user__username", flat=True)
     assert sorted(Counter(owners).items()) == [("a", 10), ("b", 20), ("c", 30)]
+
+
+def test_explain_mentions_a_manual_assignment_after_the_routing(abc, manager):
+    publish(RR)
+    lead = route_one()
+    lead_assign_manual(lead, abc[2], actor=manager, reason="speaks Spanish", now=WEDNESDAY + dt.timedelta(hours=1))
+    explained = lead_explain(Lead.objects.get(pk=lead.pk))
+    assert (explained["owner"], explained["rep"]) == ("c", "a")
+    assert explained["since"] == {"kind": "manual_assigned", "at": "2026-11-25T11:00:00+00:00", "rep": "c",
+                                  "by": "manager", "reason": "speaks Spanish"}
