@@ -41,9 +41,10 @@ class PercentileCont(Aggregate):
     template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
     output_field = FloatField()
 
-    def __init__(self, expression, fraction: float, **extra):
+    def __init__(self, expression, fraction: float, output_field=None, **extra):
         # The fraction is our own float, formatted, never user input.
-        super().__init__(expression, fraction=f"{float(fraction):.4f}", **extra)
+        super().__init__(expression, fraction=f"{float(fraction):.4f}", output_field=output_field or FloatField(),
+                         **extra)
 
 
 def has_percentile_cont() -> bool:

@@ -208,8 +208,8 @@ def sources_table(scope: Scope, by: str = "", rows: list[dict[str, Any]] | None 
         columns=[
             Column("label", "Source"),
             Column("leads", "Leads", "int"),
-            Column("stl_p50", "Median speed-to-lead", "dur"),
-            Column("share_5m", "≤ 5 min", "pct"),
+            Column("share_5m", "Answered ≤ 5 min", "pct"),
+            Column("share_1h", "≤ 1 h", "pct"),
             Column("hit_rate", "SLA hit rate", "pct"),
             Column("assigned", "Assigned", "int"),
             Column("won_rate", "Won ÷ assigned", "rate_ci"),
