@@ -20,10 +20,12 @@ from django.db.models import (
     Case,
     Count,
     DurationField,
+    Exists,
     ExpressionWrapper,
     F,
     IntegerField,
     Min,
+    OuterRef,
     Q,
     QuerySet,
     Sum,
@@ -109,8 +111,9 @@ class Scope:
         return self.filtered().filter(received_at__gte=self.start, received_at__lt=self.end)
 
     def events(self) -> QuerySet:
+        # A lead's events happen after it arrives: `at >= start` lets the (kind, at) index narrow the scan.
         return self.filtered(LeadEvent.objects.all(), prefix="lead__").filter(
-            lead__received_at__gte=self.start, lead__received_at__lt=self.end
+            lead__received_at__gte=self.start, lead__received_at__lt=self.end, at__gte=self.start
         )
 
 
@@ -631,7 +634,10 @@ def _reps_in_scope(scope: Scope) -> list[Rep]:
         reps = reps.filter(team_id=scope.team)
     if scope.rep:
         reps = reps.filter(pk=scope.rep)
-    return list(reps.filter(Q(active=True) | Q(leads__received_at__gte=scope.start)).distinct())
+    # Active reps, plus any inactive rep who still received leads in the period (few; probed one by one).
+    had_leads = Exists(Lead.objects.filter(owner=OuterRef("pk"), received_at__gte=scope.start,
+                                           received_at__lt=scope.end))
+    return list(reps.filter(Q(active=True) | Q(had_leads)))
 
 
 def available_hours(rep: Rep, start: dt.datetime, end: dt.datetime) -> float:
@@ -653,9 +659,10 @@ def fairness(scope: Scope) -> list[dict[str, Any]]:
             "pushes": Count("id", filter=Q(claimed_at__isnull=True)),
         },
     )
+    # COUNT(*) so the (owner, status) index answers alone.
     load = dict(
         Lead.objects.filter(owner__in=reps, status__in=Lead.LOAD_STATUSES)
-        .values("owner_id").annotate(n=Count("id")).values_list("owner_id", "n").order_by()
+        .values("owner_id").annotate(n=Count("*")).values_list("owner_id", "n").order_by()
     )
     hours = {rep.pk: available_hours(rep, scope.start, min(scope.end, scope.now)) for rep in reps}
     expected_weight = {rep.pk: rep.weight * hours[rep.pk] for rep in reps}
