@@ -88,3 +88,22 @@ def test_it_draws_the_dashboard_and_swaps_the_body_when_a_filter_changes(live_se
         page.screenshot(path=SHOTS / "reports-phone.png", full_page=True)
     finally:
         browser.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_it_shows_a_rep_their_own_numbers(live_server, playwright):
+    seed(timezone.now(), n=120)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    try:
+        page = browser.new_page(viewport={"width": 390, "height": 900})
+        page.goto(f"{live_server.url}/login/")
+        page.fill("input[name=username]", "rep1")
+        page.fill("input[name=password]", "pw-secret-123")
+        page.click("button[type=submit]")
+        page.goto(f"{live_server.url}/reports/me/")
+        assert page.locator(".stat").count() == 6
+        assert page.locator("select[name=rep]").count() == 0  # no way to look at another rep
+        page.screenshot(path=SHOTS / "reports-me.png", full_page=True)
+    finally:
+        browser.close()
