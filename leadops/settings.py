@@ -24,8 +24,12 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env("DEBUG")
 TESTING = "pytest" in sys.modules
+# Commands that never sign anything (schema and static checks) run without a real key.
+OFFLINE_COMMAND = sys.argv[1:2] in (["makemigrations"], ["check"], ["collectstatic"], ["showmigrations"])
 # A fixed development key is only acceptable in development and tests; production must set SECRET_KEY.
-SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key" if DEBUG or TESTING else environ.Env.NOTSET)
+SECRET_KEY = env(
+    "SECRET_KEY", default="dev-only-insecure-key" if DEBUG or TESTING or OFFLINE_COMMAND else environ.Env.NOTSET
+)
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 SITE_URL = env("SITE_URL").rstrip("/")
 
