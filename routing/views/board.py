@@ -14,7 +14,7 @@ import datetime as dt
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Min, Q
+from django.db.models import Count, F, Min, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -69,7 +69,8 @@ def _my_leads(rep):
     return (
         Lead.objects.filter(owner=rep, status__in=pool_services.HELD_STATUSES)
         .select_related("pool")
-        .order_by("sla_due_at", "-assigned_at", "-id")[:200]
+        # Leads still waiting for their first touch come first, the most urgent deadline on top.
+        .order_by(F("first_touch_at").asc(nulls_first=True), "sla_due_at", "-assigned_at", "-id")[:200]
     )
 
 
