@@ -38,20 +38,22 @@ browser:
 	else echo "note: /usr/bin/chromium missing and not root: browser tests will be skipped (sudo apt-get install chromium)"; fi
 
 migrate: install
-	$(PY) manage.py migrate --noinput
+	$(PY) manage.py migrate --noinput -v0
 
 demo: migrate
 	$(PY) manage.py seed_demo
 
-# Web server + django-q2 worker; Ctrl-C stops both.
+# Web server + django-q2 worker; Ctrl-C stops both. The logins are printed once both are up,
+# so they are not lost above the start-up output.
 run: demo
 	$(PY) manage.py setup_schedules
-	@echo ""
-	@$(PY) manage.py seed_demo --print-logins
-	@echo "LeadOps on http://127.0.0.1:$(PORT)/  (Ctrl-C stops the server and the worker)"
 	@trap 'kill 0' EXIT INT TERM; \
 		$(PY) manage.py qcluster & \
-		$(PY) manage.py runserver 127.0.0.1:$(PORT)
+		$(PY) manage.py runserver 127.0.0.1:$(PORT) & \
+		until $(PY) -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(PORT)/login/', timeout=2)" 2>/dev/null; do sleep 1; done; \
+		echo ""; echo "LeadOps is up on http://127.0.0.1:$(PORT)/  (Ctrl-C stops the server and the worker)"; \
+		$(PY) manage.py seed_demo --print-logins; echo ""; \
+		wait
 
 test: install
 	$(PY) -m pytest
