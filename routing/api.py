@@ -23,7 +23,7 @@ from ninja.errors import HttpError, ValidationError
 from pydantic import ConfigDict
 
 from leadops import roles
-from routing import services
+from routing import selectors, services
 from routing.api_auth import token_auth
 from routing.csvio import FIELDS
 from routing.intake import lead_receive
@@ -168,7 +168,7 @@ def _created_body(lead: Lead, duplicate: bool) -> dict[str, Any]:
         "owner": _owner_name(lead),
         "pool": lead.pool.name if lead.pool_id else None,
         "rule": lead.rule.name if lead.rule_id else None,
-        "explanation": last.detail if last else None,
+        "explanation": selectors.explanation_expand(last.detail) if last else None,
         "duplicate_of": lead.pk if duplicate else None,
     }
 
@@ -289,7 +289,7 @@ def get_lead(request: HttpRequest, lead_id: int):
     lead = get_object_or_404(_visible(request).select_related("owner__user", "pool", "rule").distinct(), pk=lead_id)
     events = [
         {"kind": e.kind, "at": e.at, "rep": e.rep.user.username if e.rep_id else None,
-         "rule": e.rule.name if e.rule_id else None, "detail": e.detail}
+         "rule": e.rule.name if e.rule_id else None, "detail": selectors.explanation_expand(e.detail)}
         for e in lead.events.select_related("rep__user", "rule").order_by("at", "id")
     ]
     return {

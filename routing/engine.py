@@ -160,6 +160,21 @@ class RuleSpec:
                 return cond
         return None
 
+    def failure_record(self, lead: Mapping[str, Any]) -> list[Any]:
+        """The compact stored form of "why this rule did not match": [index, condition index, the
+        lead's value], worded later by `expand_tried`. A value JSON would not give back as it was
+        (a Decimal, a date, a list) is stored already worded, with condition index None."""
+        if self.match_any:
+            values = [c.get(lead) for c in self.when]
+            if all(type(v) in _PLAIN for v in values):
+                return [self.label, -1, values]
+            return [self.label, None, self.describe_failure(lead)]
+        for i, cond in enumerate(self.when):
+            value = cond.get(lead)
+            if not cond.test(value):
+                return [self.label, i, value] if type(value) in _PLAIN else [self.label, None, _worded(cond, value)]
+        return [self.label, None, None]
+
     def describe_failure(self, lead: Mapping[str, Any]) -> str | None:
         cond = self.first_failure(lead)
         if cond is None:
@@ -168,6 +183,9 @@ class RuleSpec:
             return "none of: " + "; ".join(_worded(c, c.get(lead)) for c in self.when)
         return _worded(cond, cond.get(lead))
 
+
+# Lead values that survive a JSON round trip unchanged (so they can be worded after reading back).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 # Stored explanations word the same failed condition for thousands of leads ("country in [...]
 # (lead: 'FR')"); remembering the words keeps route_pending's explanations cheap.
@@ -247,6 +265,19 @@ class RuleTrace:
             out["excluded"] = dict(self.excluded)
         return out
 
+    def to_compact(self) -> dict[str, Any]:
+        """A matched rule as stored by batch routing: short keys, candidates as [rep, chosen, reason]."""
+        out: dict[str, Any] = {"r": self.rule, "i": self.index, "o": self.outcome}
+        if self.strategy:
+            out["s"] = self.strategy
+        if self.note:
+            out["n"] = self.note
+        if self.candidates:
+            out["c"] = [[c.username, c.chosen, c.reason] for c in self.candidates]
+        if self.excluded:
+            out["x"] = dict(self.excluded)
+        return out
+
 
 @dataclass
 class Decision:
@@ -312,6 +343,58 @@ class Decision:
             "at": self.now.isoformat() if self.now else None,
             "tried": self._tried_json(),
         }
+
+    def compact_explanation(self) -> dict[str, Any]:
+        """What `explanation()` says, in the form stored on timeline events: the same top-level
+        fields, and "trace" instead of "tried" — per rule a short record that names every candidate
+        and its reason, while the conditions that failed are kept as (rule, condition, lead value)
+        and worded only when someone reads them (`expand_tried`). Storing the words for every lead
+        of a 100,000-lead batch cost more than routing it."""
+        lead = self.lead or {}
+        return {
+            "outcome": self.outcome,
+            "rule": self.rule.name if self.rule else None,
+            "rule_index": self.rule_label,
+            "rep": self.rep_username,
+            "pool": self.pool_name,
+            "summary": self.summary(),
+            "ruleset_version": self.version,
+            "at": self.now.isoformat() if self.now else None,
+            "trace": [s.to_compact() if isinstance(s, RuleTrace) else s.failure_record(lead) for s in self.steps],
+        }
+
+
+def expand_tried(trace: Sequence[Any], rules: Mapping[int | str, RuleSpec]) -> list[dict[str, Any]]:
+    """The "tried" list of `Decision.explanation()` from a stored compact "trace", worded with the
+    rule set version that made the decision (`rules` by label; empty when that version is gone)."""
+    out: list[dict[str, Any]] = []
+    for step in trace:
+        if isinstance(step, dict):
+            item: dict[str, Any] = {"rule": step.get("r"), "index": step.get("i"), "matched": True}
+            if step.get("s"):
+                item["strategy"] = step["s"]
+            item["outcome"] = step.get("o", "")
+            if step.get("n"):
+                item["note"] = step["n"]
+            if step.get("c"):
+                item["candidates"] = [{"rep": r, "chosen": bool(c), "reason": why} for r, c, why in step["c"]]
+            if step.get("x"):
+                item["excluded"] = dict(step["x"])
+            out.append(item)
+            continue
+        label, ci, value = step
+        spec = rules.get(label)
+        name = spec.name if spec else (FALLBACK if label == FALLBACK else f"rule {label + 1}")
+        if ci is None:
+            failed = value
+        elif spec is None or ci >= len(spec.when):
+            failed = f"condition {ci + 1} (lead: {_show(value)})" if ci >= 0 else "none of the conditions held"
+        elif ci == -1:
+            failed = "none of: " + "; ".join(_worded(c, v) for c, v in zip(spec.when, value, strict=False))
+        else:
+            failed = _worded(spec.when[ci], value)
+        out.append({"rule": name, "index": label, "matched": False, "failed": failed})
+    return out
 
 
 # -- lead values and conditions ------------------------------------------------------------------

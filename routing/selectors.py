@@ -8,12 +8,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Count
 
 from reps.availability import Schedule
 from reps.models import Rep, Territory, TimeOff, WorkingHours
-from routing.engine import CandidateState, CompiledRuleSet, CursorState, Roster, TerritoryData, compile_ruleset
+from routing.engine import (
+    CandidateState,
+    CompiledRuleSet,
+    CursorState,
+    Roster,
+    TerritoryData,
+    compile_ruleset,
+    expand_tried,
+)
 from routing.models import Lead, Rule, RuleCursor, RuleSet
 from routing.rulefile import ruleset_validate
 
@@ -176,3 +185,19 @@ def ruleset_data(rule_set: RuleSet, rows: list[Rule] | None = None) -> dict:
     }
     # Stored rules were validated when loaded; re-running the validator only fixes key order.
     return ruleset_validate(data)
+
+
+def explanation_expand(detail: Any) -> Any:
+    """A stored explanation in the full shape of `Decision.explanation()` ("tried", rule by rule and
+    candidate by candidate, in words). Batch routing stores a compact "trace" instead (see
+    `Decision.compact_explanation`); anything else is returned as it is."""
+    if not isinstance(detail, dict) or "trace" not in detail or "tried" in detail:
+        return detail
+    rules: dict[int | str, Any] = {}
+    version = detail.get("ruleset_version")
+    rule_set = RuleSet.objects.filter(version=version).first() if version is not None else None
+    if rule_set is not None:
+        rules = {spec.label: spec for spec in ruleset_load(rule_set).compiled.all_rules()}
+    out = {k: v for k, v in detail.items() if k != "trace"}
+    out["tried"] = expand_tried(detail["trace"], rules)
+    return out

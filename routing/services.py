@@ -339,52 +339,65 @@ def _assign_fields(lead: Lead, cand: CandidateState, rule: Rule | None, sla: int
 ASSIGN_FIELDS = ["owner", "status", "assigned_at", "routed_at", "rule", "pool_due_at", "sla_due_at", "updated_at"]
 
 
-def _write_events(events: list[LeadEvent]) -> None:
-    """Insert many timeline events; on PostgreSQL with COPY, which (unlike a multi-row INSERT with
-    client-side parameters) stays fast with a JSON explanation on every row."""
-    if not events:
+# One timeline row as batch routing writes it: (lead_id, kind, at, actor_id, rep_id, rule_id, pool_id, detail).
+EventRow = tuple[int, str, dt.datetime, int | None, int | None, int | None, int | None, dict[str, Any]]
+
+
+def _json(detail: dict[str, Any]) -> str:
+    try:
+        return json.dumps(detail)  # the C encoder; explanations are plain JSON almost always
+    except TypeError:
+        return json.dumps(detail, cls=DjangoJSONEncoder)
+
+
+def _write_events(rows: list[EventRow]) -> None:
+    """Insert many timeline events; on PostgreSQL with one COPY, which (unlike a multi-row INSERT
+    with client-side parameters) stays fast with an explanation on every row."""
+    if not rows:
         return
     if connection.vendor != "postgresql":
-        LeadEvent.objects.bulk_create(events)
+        LeadEvent.objects.bulk_create([
+            LeadEvent(lead_id=r[0], kind=r[1], at=r[2], actor_id=r[3], rep_id=r[4], rule_id=r[5], pool_id=r[6],
+                      detail=r[7])
+            for r in rows
+        ])
         return
     table = connection.ops.quote_name(LeadEvent._meta.db_table)
     columns = "lead_id, kind, at, actor_id, rep_id, rule_id, pool_id, detail"
     with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        for e in events:
-            copy.write_row((e.lead_id, e.kind, e.at, e.actor_id, e.rep_id, e.rule_id, e.pool_id,
-                            json.dumps(e.detail, cls=DjangoJSONEncoder)))
+        for r in rows:
+            copy.write_row((*r[:7], _json(r[7])))
 
 
-def _write_assignments(leads: list[Lead]) -> None:
-    """Save the assignment fields of many leads in one statement.
+# One routed lead: (id, owner_id, routed_at, rule_id, sla_due_at); status becomes assigned, assigned_at now.
+AssignRow = tuple[int, int, dt.datetime, int | None, dt.datetime | None]
+
+
+def _write_assignments(rows: list[AssignRow], now: dt.datetime) -> None:
+    """Save the owners of many unassigned leads in one statement.
 
     Django's bulk_update writes a CASE per field and row, which costs more than routing itself;
     on PostgreSQL one UPDATE … FROM unnest(arrays) does the same work in a single pass.
     """
     if connection.vendor != "postgresql":
-        Lead.objects.bulk_update(leads, ASSIGN_FIELDS)
+        Lead.objects.bulk_update(
+            [Lead(pk=pk, owner_id=owner, status=Lead.Status.ASSIGNED, assigned_at=now, routed_at=routed,
+                  rule_id=rule, pool_due_at=None, sla_due_at=sla, updated_at=now)
+             for pk, owner, routed, rule, sla in rows],
+            ASSIGN_FIELDS,
+        )
         return
     table = connection.ops.quote_name(Lead._meta.db_table)
-    columns = [
-        [lead.pk for lead in leads],
-        [lead.owner_id for lead in leads],
-        [lead.status for lead in leads],
-        [lead.assigned_at for lead in leads],
-        [lead.routed_at for lead in leads],
-        [lead.rule_id for lead in leads],
-        [lead.sla_due_at for lead in leads],
-        [lead.updated_at for lead in leads],
-    ]
+    columns = [list(col) for col in zip(*rows, strict=True)]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} AS l SET owner_id = v.owner_id, status = v.status, assigned_at = v.assigned_at, "
+            f"UPDATE {table} AS l SET owner_id = v.owner_id, status = %s, assigned_at = %s, "
             "routed_at = v.routed_at, rule_id = v.rule_id, pool_due_at = NULL, sla_due_at = v.sla_due_at, "
-            "updated_at = v.updated_at "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[], %s::timestamptz[], %s::timestamptz[], "
-            "%s::bigint[], %s::timestamptz[], %s::timestamptz[]) "
-            "AS v(id, owner_id, status, assigned_at, routed_at, rule_id, sla_due_at, updated_at) "
+            "updated_at = %s "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::bigint[], %s::timestamptz[]) "
+            "AS v(id, owner_id, routed_at, rule_id, sla_due_at) "
             "WHERE l.id = v.id",
-            columns,
+            [Lead.Status.ASSIGNED, now, now, *columns],
         )
 
 
@@ -393,28 +406,36 @@ def _signature(explanation: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in explanation.items() if k != "at"}
 
 
-def _unassigned_events(decisions: list[tuple[Lead, Decision]], now: dt.datetime, actor) -> list[LeadEvent]:
+def _unassigned_rows(decisions: list[tuple[int, Decision]], now: dt.datetime, actor) -> list[EventRow]:
     """One `unassigned` event per lead and distinct reason: route_pending runs every minute and
     must not grow the timeline while nothing changes."""
     if not decisions:
         return []
-    ids = [lead.pk for lead, _ in decisions]
+    ids = [pk for pk, _ in decisions]
     last_ids = (
         LeadEvent.objects.filter(lead_id__in=ids).values("lead_id").annotate(m=Max("id")).values_list("m", flat=True)
     )
     last = {e.lead_id: e for e in LeadEvent.objects.filter(pk__in=list(last_ids)).only("lead_id", "kind", "detail")}
-    events = []
-    for lead, d in decisions:
-        detail = d.explanation()
-        prev = last.get(lead.pk)
+    rows: list[EventRow] = []
+    actor_id = actor.pk if actor is not None else None
+    for pk, d in decisions:
+        detail = d.compact_explanation()
+        prev = last.get(pk)
         same = prev is not None and prev.kind == LeadEvent.Kind.UNASSIGNED
         if same and _signature(prev.detail) == _signature(detail):
             continue
-        events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.UNASSIGNED, at=now, actor=actor, detail=detail))
-    return events
+        rows.append((pk, LeadEvent.Kind.UNASSIGNED, now, actor_id, None, None, None, detail))
+    return rows
 
 
-def _no_rules(lead: Lead, now: dt.datetime) -> Decision:
+def _unassigned_events(decisions: list[tuple[Lead, Decision]], now: dt.datetime, actor) -> list[LeadEvent]:
+    return [
+        LeadEvent(lead_id=r[0], kind=r[1], at=r[2], actor_id=r[3], detail=r[7])
+        for r in _unassigned_rows([(lead.pk, d) for lead, d in decisions], now, actor)
+    ]
+
+
+def _no_rules(lead: Lead | None, now: dt.datetime) -> Decision:
     return Decision(None, None, None, [], now=now, note="no published rule set")
 
 
@@ -458,6 +479,10 @@ def _notify_on_commit(lead_ids: list[int], kind: str) -> None:
     transaction.on_commit(queue)
 
 
+# What batch routing reads of each lead: its routing fields and what the assignment depends on.
+_BATCH_FIELDS = ["id", "routed_at", "first_touch_at", *LEAD_FIELDS]
+
+
 def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool) -> dict[str, int]:
     counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
     with transaction.atomic():
@@ -465,29 +490,33 @@ def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool
         rows = _lock_cursors(loaded)
         # The clock is read after the locks: assignment times then follow the order of the turns.
         now = now or timezone.now()
-        leads = list(
+        # Plain rows, not model instances: building 1,000 Lead objects per batch cost as much as deciding.
+        data = list(
             Lead.objects.select_for_update()
             .filter(pk__in=ids, status=Lead.Status.UNASSIGNED)
             .order_by("received_at", "id")
+            .values(*_BATCH_FIELDS)
         )
-        if not leads:
+        if not data:
             return counts
         if loaded is None:
-            events = _unassigned_events([(lead, _no_rules(lead, now)) for lead in leads], now, actor)
-            LeadEvent.objects.bulk_create(events)
-            counts["unassigned"] = len(leads)
+            _write_events(_unassigned_rows([(lead["id"], _no_rules(None, now)) for lead in data], now, actor))
+            counts["unassigned"] = len(data)
             return counts
-        data = [lead_data(lead, LEAD_FIELDS) for lead in leads]
         roster = selectors.roster_for_leads(data, loaded.compiled, now)
         cursors = {k: CursorState.from_json(r.state) for k, r in rows.items()}
         changed: set[str] = set()
         rng = random.Random()
-        assigned: list[Lead] = []
-        events: list[LeadEvent] = []
-        pooled: list[tuple[Lead, str, Rule | None, Decision]] = []
-        nobody: list[tuple[Lead, Decision]] = []
-        for lead, fields in zip(leads, data, strict=True):
+        actor_id = actor.pk if actor is not None else None
+        assigned: list[AssignRow] = []
+        events: list[EventRow] = []
+        pooled: list[tuple[int, str, Rule | None, Decision]] = []
+        nobody: list[tuple[int, Decision]] = []
+        # Every lead of a batch shares `now`, so a rep's SLA deadline for a rule is the same for all.
+        due: dict[tuple[str, int], dt.datetime] = {}
+        for fields in data:
             d = decide(fields, loaded.compiled, roster, cursors, now, rng)
+            pk = fields["id"]
             if d.rep_username:
                 cand = roster.by_name[d.rep_username]
                 # Later leads of this batch must see this one in the rep's load and daily count.
@@ -496,34 +525,41 @@ def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool
                 cursors.update(d.cursors)
                 changed.update(d.cursors)
                 rule = loaded.rule_for(d.rule.key)
-                _assign_fields(lead, cand, rule, d.rule.sla_minutes, now)
-                assigned.append(lead)
-                events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.ROUTED, at=now, actor=actor,
-                                        rep_id=cand.rep_id, rule=rule, detail=d.explanation()))
+                rule_id = rule.pk if rule is not None else None
+                sla = d.rule.sla_minutes
+                sla_due = None
+                if sla and fields["first_touch_at"] is None:
+                    sla_due = due.get((cand.username, sla))
+                    if sla_due is None:
+                        sla_due = due[(cand.username, sla)] = cand.schedule.add_working_minutes(now, sla)
+                assigned.append((pk, cand.rep_id, fields["routed_at"] or now, rule_id, sla_due))
+                events.append((pk, LeadEvent.Kind.ROUTED, now, actor_id, cand.rep_id, rule_id, None,
+                               d.compact_explanation()))
             elif d.pool_name:
-                pooled.append((lead, d.pool_name, loaded.rule_for(d.rule.key), d))
+                pooled.append((pk, d.pool_name, loaded.rule_for(d.rule.key), d))
             else:
-                nobody.append((lead, d))
+                nobody.append((pk, d))
         if assigned:
             # Lock the owners' rows too: anything else that changes a rep's load takes the same lock.
-            list(Rep.objects.select_for_update().filter(pk__in={lead.owner_id for lead in assigned}).order_by("pk")
+            list(Rep.objects.select_for_update().filter(pk__in={row[1] for row in assigned}).order_by("pk")
                  .values_list("pk", flat=True))
-            _write_assignments(assigned)
+            _write_assignments(assigned, now)
         if pooled:
             pools = {p.name: p for p in Pool.objects.filter(name__in={name for _, name, _, _ in pooled})}
-            for lead, name, rule, d in pooled:
+            instances = Lead.objects.in_bulk([pk for pk, _, _, _ in pooled])
+            for pk, name, rule, d in pooled:
                 if name in pools:
-                    _enter_pool(lead, pools[name], rule, d, now, actor)
+                    _enter_pool(instances[pk], pools[name], rule, d, now, actor)
                     counts["pooled"] += 1
                 else:  # deleted since the rule set was loaded (Rule.pool protects against that)
-                    nobody.append((lead, d))
-        events.extend(_unassigned_events(nobody, now, actor))
+                    nobody.append((pk, d))
+        events.extend(_unassigned_rows(nobody, now, actor))
         _write_events(events)
         _save_cursors(rows, cursors, changed, roster, now)
         counts["assigned"] = len(assigned)
         counts["unassigned"] = len(nobody)
         if notify:
-            _notify_on_commit([lead.pk for lead in assigned], "assigned")
+            _notify_on_commit([row[0] for row in assigned], "assigned")
     return counts
 
 
@@ -650,8 +686,9 @@ def lead_explain(lead: Lead, *, now: dt.datetime | None = None) -> dict[str, Any
         .select_related("actor", "rep__user").order_by("-at", "-id").first()
     )
     for event in LeadEvent.objects.filter(lead=lead, kind__in=kinds).order_by("-at", "-id"):
-        if "tried" in (event.detail or {}):
-            out = {**head, "source": "recorded", "event": event.kind, **event.detail}
+        detail = event.detail or {}
+        if "tried" in detail or "trace" in detail:
+            out = {**head, "source": "recorded", "event": event.kind, **selectors.explanation_expand(detail)}
             if later is not None and (later.at, later.pk) > (event.at, event.pk):
                 out["since"] = {
                     "kind": later.kind, "at": later.at.isoformat(),

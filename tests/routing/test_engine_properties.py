@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import random
 from collections import Counter
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reps.availability import Schedule
-from routing.engine import STRATEGIES, CandidateState, CursorState, Roster, decide
+from routing.engine import STRATEGIES, CandidateState, CursorState, Roster, decide, expand_tried
 from tests.routing.engine_helpers import NOW, Router, rules
 
 ALL_LEVELS = {"levels": ["junior", "senior", "director", "manager"]}
@@ -99,3 +100,34 @@ def test_round_robin_never_serves_anyone_twice_in_a_row_and_keeps_counts_level(n
     assert all(a != b for a, b in itertools.pairwise(names))
     counts = Counter(names)
     assert max(counts.values()) - min(counts.get(c.username, 0) for c in cands) <= 1
+
+
+lead_values = st.fixed_dictionaries({
+    "country": st.sampled_from(["DE", "FR", "", None]),
+    "company_size": st.none() | st.integers(0, 5000),
+    "score": st.none() | st.integers(0, 100) | st.decimals(0, 100, places=1),
+    "industry": st.sampled_from(["fintech", "Retail", None]),
+    "extra": st.sampled_from([{}, {"plan": "pro"}, {"plan": ["a", "b"]}, None]),
+})
+
+
+@settings(max_examples=150, deadline=None)
+@given(team(), st.sampled_from(STRATEGIES), moments, st.integers(0, 2**32), lead_values)
+def test_the_stored_compact_explanation_reads_back_as_the_full_one(cands, strategy, now, seed, lead):
+    rs = rules(
+        {"name": "DE big", "when": [{"field": "country", "op": "eq", "value": "DE"},
+                                    {"field": "company_size", "op": "gte", "value": 1000}],
+         "candidates": ALL_LEVELS, "strategy": strategy},
+        {"name": "Any", "when_any": [{"field": "score", "op": "gt", "value": 90},
+                                     {"field": "extra.plan", "op": "eq", "value": "enterprise"}],
+         "candidates": {"levels": ["senior"]}, "strategy": "round_robin"},
+        {"name": "Fintech", "when": [{"field": "industry", "op": "icontains", "value": "fin"}],
+         "candidates": ALL_LEVELS, "strategy": strategy},
+        fallback={"candidates": {"levels": ["junior"]}, "strategy": "load_balanced"},
+    )
+    d = decide(lead, rs, Roster(cands), {}, now, random.Random(seed))
+    stored = json.loads(json.dumps(d.compact_explanation()))
+    full = d.explanation()
+    expanded = {k: v for k, v in stored.items() if k != "trace"}
+    expanded["tried"] = expand_tried(stored["trace"], {spec.label: spec for spec in rs.all_rules()})
+    assert expanded == full

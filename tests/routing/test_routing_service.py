@@ -74,7 +74,7 @@ def test_routing_writes_a_routed_event_with_the_explanation(abc):
     lead = route_one()
     event = lead.events.get(kind=LeadEvent.Kind.ROUTED)
     assert (event.rep.user.username, event.rule.name) == ("a", "Everyone")
-    assert event.detail["tried"][0]["candidates"][0] == {
+    assert selectors.explanation_expand(event.detail)["tried"][0]["candidates"][0] == {
         "rep": "a", "chosen": True, "reason": "chosen: next in turn (first turn of this rule)"}
     assert (lead.status, lead.rule.name, lead.assigned_at) == ("assigned", "Everyone", WEDNESDAY)
 
@@ -113,7 +113,8 @@ def test_the_daily_cap_counts_leads_given_in_the_last_24_hours(db):
     publish(RR)
     lead = route_one()
     assert lead.status == "unassigned"
-    assert lead.events.get(kind="unassigned").detail["tried"][0]["candidates"][0]["reason"] == "daily cap 2 reached"
+    tried = selectors.explanation_expand(lead.events.get(kind="unassigned").detail)["tried"]
+    assert tried[0]["candidates"][0]["reason"] == "daily cap 2 reached"
 
 
 def test_urgent_to_director_big_scorers_to_seniors_else_fallback(db):
@@ -153,7 +154,8 @@ def test_an_unroutable_lead_stays_unassigned_with_one_event_per_distinct_reason(
     assert lead.events.filter(kind="unassigned").count() == 1
     Rep.objects.filter(pk=rep.pk).update(capacity=0, active=True)
     route_leads([lead.pk], now=WEDNESDAY + dt.timedelta(minutes=5))
-    reasons = [e.detail["tried"][0]["candidates"][0]["reason"] for e in lead.events.filter(kind="unassigned")]
+    details = [selectors.explanation_expand(e.detail) for e in lead.events.filter(kind="unassigned")]
+    reasons = [d["tried"][0]["candidates"][0]["reason"] for d in details]
     assert reasons == ["inactive", "at capacity 0/0"]
 
 
@@ -285,6 +287,23 @@ def test_explain_reads_the_recorded_decision(abc):
     lead = route_one()
     explained = lead_explain(lead)
     assert (explained["source"], explained["rep"], explained["rule"]) == ("recorded", "a", "Everyone")
+
+
+def test_explain_words_the_failed_conditions_of_a_batch_routed_lead(abc):
+    publish({"name": "DACH", "when": [{"field": "country", "op": "in", "value": ["DE", "AT"]}],
+             "candidates": {"reps": ["c"]}, "strategy": "round_robin"}, RR)
+    lead = route_one(country="FR")
+    tried = lead_explain(lead)["tried"]
+    assert tried[0] == {"rule": "DACH", "index": 0, "matched": False, "failed": "country in ['DE', 'AT'] (lead: 'FR')"}
+    assert [(c["rep"], c["chosen"]) for c in tried[1]["candidates"]] == [("a", True), ("b", False), ("c", False)]
+
+
+def test_explain_of_a_batch_routed_lead_survives_a_newer_rule_set_version(abc):
+    publish({"name": "DACH", "when": [{"field": "country", "op": "eq", "value": "DE"}],
+             "candidates": {"reps": ["c"]}, "strategy": "round_robin"}, RR)
+    lead = route_one(country="FR")
+    publish(RR)
+    assert lead_explain(lead)["tried"][0]["failed"] == "country eq 'DE' (lead: 'FR')"
 
 
 def test_explain_computes_a_decision_for_a_lead_never_routed_without_writing(abc):
