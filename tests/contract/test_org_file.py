@@ -69,8 +69,10 @@ def test_it_loads_the_contract_example_and_prints_one_summary_line(tmp_path):
 
     assert len(out.strip().splitlines()) == 1
     alice = Rep.objects.select_related("team", "user").get(user__username="alice")
-    assert (alice.team.name, alice.level, alice.capacity, alice.daily_cap, alice.weight) == ("EMEA", "senior", 40, 15, 2)
-    assert (alice.timezone, alice.holidays, alice.active, alice.user.email) == ("Europe/Berlin", "DE", True, "alice@example.com")
+    assert (alice.team.name, alice.level, alice.capacity, alice.daily_cap, alice.weight) == (
+        "EMEA", "senior", 40, 15, 2)
+    assert (alice.timezone, alice.holidays, alice.active, alice.user.email) == (
+        "Europe/Berlin", "DE", True, "alice@example.com")
     assert list(alice.skills.values_list("name", flat=True)) == ["spanish"]
     assert Territory.objects.get(name="DACH").covers(country="DE", postcode="80331")
     pool = Pool.objects.get(name="smb")
