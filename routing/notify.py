@@ -2,8 +2,9 @@
 
 One `Notification` row per message and channel, so nothing is sent twice or lost in a crash:
 
-- `lead_notify` writes the rows (inside the caller's transaction when there is one, so a rolled-back
-  change leaves none) and queues one django-q2 task per row on commit. Callers that change a lead
+- `lead_notify` (one lead) and `notices_write` (many, for sweeps) write the rows (inside the caller's
+  transaction when there is one, so a rolled-back change leaves none) and queue ONE django-q2 task
+  for the rows to send now, on commit. Callers that change a lead
   queue it with `transaction.on_commit(lambda: lead_notify(lead.pk, "assigned"))`.
 - `notification_deliver` claims a row with a conditional UPDATE (pending/failed → sending), sends it
   outside any transaction, then marks it sent (and writes the lead's `notified` event) or schedules
@@ -19,6 +20,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +31,6 @@ from django.utils import timezone
 
 from reps.models import Rep
 from routing.models import Lead, LeadEvent, Notification
-from routing.services import record_event
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,16 @@ def _rows_for_rep(rep: Rep, lead: Lead, kind: str, payload: dict[str, Any], now:
     return rows
 
 
+@dataclass
+class Notice:
+    """Something to tell about one lead: `lead` with `owner__user` and `pool` loaded (its current state,
+    e.g. the new deadline), `kind` and `context` as for `lead_notify`."""
+
+    lead: Lead
+    kind: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
 def lead_notify(lead_id: int, kind: str, **context) -> list[int]:
     """Queue the notifications for something that happened to a lead.
 
@@ -131,48 +142,64 @@ def lead_notify(lead_id: int, kind: str, **context) -> list[int]:
     lead = Lead.objects.select_related("owner__user", "pool").filter(pk=lead_id).first()
     if lead is None:
         return []
-    rep_ids = context.get("rep_ids")
-    if rep_ids is None:
-        rep_ids = [lead.owner_id] if kind in OWNER_KINDS and lead.owner_id else []
-    subject, text = _message(lead, kind, context)
-    url = lead_url(lead.pk)
-    payload = {"subject": subject, "text": text, "url": url, "lead_id": lead.pk, "kind": kind}
-    payload.update({k: v for k, v in context.items() if k in ("step", "previous_owner", "pool")})
+    return [n.pk for n in notices_write([Notice(lead, kind, context)], now=now)]
+
+
+def notices_write(notices: list[Notice], *, now: dt.datetime) -> list[Notification]:
+    """Write the rows for many notices in a few statements (a sweep tells hundreds of reps at once):
+    one query for the recipients, one INSERT for the rows, one for the in-app `notified` events,
+    and ONE delivery task for everything that must go out now, queued on commit."""
+    wanted: list[list[int]] = []
+    for notice in notices:
+        rep_ids = notice.context.get("rep_ids")
+        if rep_ids is None:
+            lead = notice.lead
+            rep_ids = [lead.owner_id] if notice.kind in OWNER_KINDS and lead.owner_id else []
+        wanted.append(list(rep_ids))
+    all_ids = {pk for ids in wanted for pk in ids}
+    # Rep.Meta.ordering (username) is the order recipients were always written in.
+    reps = list(Rep.objects.filter(pk__in=all_ids).select_related("user", "team")) if all_ids else []
 
     rows: list[Notification] = []
-    reps = Rep.objects.filter(pk__in=list(rep_ids)).select_related("user", "team")
     in_app_only: list[Notification] = []
-    for rep in reps:
-        rep_rows = _rows_for_rep(rep, lead, kind, payload, now)
-        if len(rep_rows) == 1:
-            in_app_only.append(rep_rows[0])
-        rows.extend(rep_rows)
-    for email in dict.fromkeys(context.get("emails") or ()):
-        rows.append(Notification(recipient=None, lead=lead, channel=Notification.Channel.EMAIL, kind=kind,
-                                 payload={**payload, "to": email}, created_at=now, next_attempt_at=now))
+    for notice, rep_ids in zip(notices, wanted, strict=True):
+        lead, kind, context = notice.lead, notice.kind, notice.context
+        subject, text = _message(lead, kind, context)
+        payload = {"subject": subject, "text": text, "url": lead_url(lead.pk), "lead_id": lead.pk, "kind": kind}
+        payload.update({k: v for k, v in context.items() if k in ("step", "previous_owner", "pool")})
+        chosen = set(rep_ids)
+        for rep in reps:
+            if rep.pk not in chosen:
+                continue
+            rep_rows = _rows_for_rep(rep, lead, kind, payload, now)
+            if len(rep_rows) == 1:
+                in_app_only.append(rep_rows[0])
+            rows.extend(rep_rows)
+        for email in dict.fromkeys(context.get("emails") or ()):
+            rows.append(Notification(recipient=None, lead=lead, channel=Notification.Channel.EMAIL, kind=kind,
+                                     payload={**payload, "to": email}, created_at=now, next_attempt_at=now))
     if not rows:
         return []
     # Inside a caller's transaction the rows simply join it; no savepoint needed.
     with transaction.atomic(savepoint=False):
         created = Notification.objects.bulk_create(rows)
         # A rep with no email and no webhook is reached in-app only: that row is the delivery.
-        for row in in_app_only:
-            _record_delivered(row, now)
+        _record_delivered_many(in_app_only, now)
         to_send = [n.pk for n in created if n.status == Notification.Status.PENDING and n.next_attempt_at <= now]
         if to_send:
             transaction.on_commit(lambda: _enqueue_all(to_send))
-    return [n.pk for n in created]
+    return created
 
 
 def _enqueue_all(ids: list[int]) -> None:
     from routing.tasks import enqueue
 
-    for pk in ids:
-        try:
-            enqueue("routing.tasks.deliver_notification", pk)
-        except Exception:
-            # A broken broker must not break the request that committed: the sweep delivers it.
-            log.exception("could not queue notification %s; the next sweep will deliver it", pk)
+    try:
+        # One task for the lot: a sweep's hundreds of rows must not become hundreds of queue round trips.
+        enqueue("routing.tasks.deliver_notifications", ids)
+    except Exception:
+        # A broken broker must not break the request that committed: the sweep delivers them.
+        log.exception("could not queue notifications %s; the next sweep will deliver them", ids[:20])
 
 
 # -- delivering ---------------------------------------------------------------------------------
@@ -252,13 +279,23 @@ def notification_deliver(notification_id: int, *, now: dt.datetime | None = None
 
 
 def _record_delivered(n: Notification, now: dt.datetime) -> None:
-    if n.lead_id is None:
+    _record_delivered_many([n], now)
+
+
+def _record_delivered_many(rows: list[Notification], now: dt.datetime) -> None:
+    """The `notified` events of delivered rows, and each lead's first notification time."""
+    rows = [n for n in rows if n.lead_id is not None]
+    if not rows:
         return
-    record_event(
-        n.lead, LeadEvent.Kind.NOTIFIED, at=now, rep=n.recipient,
-        channel=n.channel, notification=n.pk, about=n.kind, **({"to": n.payload["to"]} if not n.recipient_id else {}),
-    )
-    Lead.objects.filter(pk=n.lead_id, notified_at__isnull=True).update(notified_at=now)
+    LeadEvent.objects.bulk_create([
+        LeadEvent(
+            lead_id=n.lead_id, kind=LeadEvent.Kind.NOTIFIED, at=now, rep_id=n.recipient_id,
+            detail={"channel": n.channel, "notification": n.pk, "about": n.kind,
+                    **({"to": n.payload["to"]} if not n.recipient_id else {})},
+        )
+        for n in rows
+    ])
+    Lead.objects.filter(pk__in={n.lead_id for n in rows}, notified_at__isnull=True).update(notified_at=now)
 
 
 def deliver_pending(now: dt.datetime | None = None, *, limit: int = 1000) -> dict[str, int]:

@@ -12,8 +12,9 @@ The first missed deadline writes `sla_breached`; every rung writes one `escalate
 deadline (the SLA again, in working minutes from the step time), so a step is taken once even
 when sweeps overlap, repeat at the same `--now`, or run late after a clock jump.
 
-Each lead's step is its own short transaction: a crash mid-sweep keeps the committed steps and
-the next sweep does the rest.
+A sweep takes the common rungs a batch of leads at a time (one claiming statement, bulk writes, one
+commit per batch); a crash mid-sweep keeps the committed batches and the next sweep does the rest.
+Reassignments go through the engine one lead per transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -268,25 +269,145 @@ def lead_escalate(
     return {"lead": lead.pk, "step": step, "action": action}
 
 
-def sla_sweep(now: dt.datetime, *, batch: int = 500, actor=None) -> dict[str, int]:
-    """Escalate every overdue lead by one rung, in order of due time."""
+# How many due leads one sweep transaction claims. Big enough that 1,000 due leads cost a handful of
+# statements, small enough that a batch commits (and a crash loses) well under a second of work.
+SWEEP_BATCH = 500
+
+
+def _rung(lead: Lead) -> str | None:
+    """The action the lead's next step takes (None: its ladder is exhausted)."""
+    ladder = ladder_for(lead.rule)
+    step = lead.escalation_step + 1
+    return ladder[step - 1] if step <= len(ladder) else None
+
+
+def sla_sweep(now: dt.datetime, *, batch: int | None = None, actor=None) -> dict[str, int]:
+    """Escalate every overdue lead by one rung, in order of due time.
+
+    The common rungs (remind, notify, an exhausted ladder) are taken a batch at a time: one
+    statement claims up to `batch` due leads (FOR UPDATE SKIP LOCKED: a concurrent sweeper takes
+    the others), then the new deadlines, the events and the notifications are written in bulk and
+    the batch commits as one. A crash keeps the committed batches; the next sweep does the rest.
+    A reassignment goes through the engine and stays a transaction of its own per lead: the batch
+    stops in front of it, so the steps are still taken in order of due time.
+    """
+    batch = batch or SWEEP_BATCH
     escalated = 0
-    schedules: dict[int, Schedule] = {}
+    cache = _SweepCache()
     last: tuple[dt.datetime, int] | None = None
+    limit = batch
     while True:
-        qs = overdue_leads(now)
-        if last is not None:
-            # Keyset pagination: leads stepped in this sweep get a future deadline and drop out,
-            # but one that could not be stepped (locked) must not be fetched again forever.
-            qs = qs.filter(Q(sla_due_at__gt=last[0]) | Q(sla_due_at=last[0], id__gt=last[1]))
-        rows = list(qs.values_list("sla_due_at", "id")[:batch])
-        if not rows:
-            break
-        for _due, lead_id in rows:
-            if lead_escalate(lead_id, now=now, actor=actor, schedules=schedules) is not None:
-                escalated += 1
-        last = rows[-1]
+        reassign: Lead | None = None
+        with transaction.atomic():
+            qs = overdue_leads(now)
+            if last is not None:
+                # Keyset pagination: a stepped lead gets a future deadline and drops out anyway, but one
+                # that was skipped (locked by another sweeper) must not be fetched again forever.
+                qs = qs.filter(Q(sla_due_at__gt=last[0]) | Q(sla_due_at=last[0], id__gt=last[1]))
+            # skip_locked: a lead another sweeper holds is having this very step taken right now.
+            leads = list(
+                qs.select_for_update(skip_locked=True, of=("self",))
+                .select_related("rule", "pool", "owner__user", "owner__team")[:limit]
+            )
+            if not leads:
+                break
+            cut = next((i for i, lead in enumerate(leads) if _rung(lead) == REASSIGN), len(leads))
+            if cut < len(leads):
+                reassign = leads[cut]
+                last = (reassign.sla_due_at, reassign.pk)
+            else:
+                last = (leads[-1].sla_due_at, leads[-1].pk)
+            escalated += _escalate_batch(leads[:cut], now=now, actor=actor, cache=cache)
+        if reassign is None:
+            limit = batch
+            continue
+        # Committed the rungs before it (and let go of the leads after it, which are claimed again).
+        if lead_escalate(reassign.pk, now=now, actor=actor, schedules=cache.schedules) is not None:
+            escalated += 1
+        # Runs of reassignments claim small batches, so they do not lock hundreds of rows each time.
+        limit = min(batch, max(8, 2 * (cut + 1)))
     return {"escalated": escalated}
+
+
+class _SweepCache:
+    """What one sweep asks for again and again: reps' schedules and each rule's escalation contacts."""
+
+    def __init__(self) -> None:
+        self.schedules: dict[int, Schedule] = {}
+        self._recipients: dict[int | None, tuple[list[tuple[int, str]], list[str]]] = {}
+
+    def recipients(self, rule: Rule | None) -> tuple[list[tuple[int, str]], list[str]]:
+        key = rule.pk if rule is not None else None
+        if key not in self._recipients:
+            who = escalation_recipients(rule)
+            names = dict(Rep.objects.filter(pk__in=who["rep_ids"]).values_list("pk", "user__username"))
+            self._recipients[key] = ([(pk, names[pk]) for pk in who["rep_ids"] if pk in names], who["emails"])
+        return self._recipients[key]
+
+
+def _escalate_batch(leads: list[Lead], *, now: dt.datetime, actor, cache: _SweepCache) -> int:
+    """One rung for each of `leads` (locked, none of them a reassignment), written in bulk."""
+    from routing.notify import Notice, notices_write
+
+    if not leads:
+        return 0
+    default_minutes = getattr(settings, "LEADOPS_DEFAULT_SLA_MINUTES", DEFAULT_SLA_MINUTES)
+    events: list[LeadEvent] = []
+    notices: list[Notice] = []
+    for lead in leads:
+        ladder = ladder_for(lead.rule)
+        step = lead.escalation_step + 1
+        owner = lead.owner
+        due_at = lead.sla_due_at.isoformat()
+        if step == 1:
+            events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.SLA_BREACHED, at=now, actor=actor, rep=owner,
+                                    rule=lead.rule, detail={"due_at": due_at}))
+        lead.escalation_step = step
+        if step > len(ladder):
+            # Ladder exhausted (it may have been shortened since): stop the clock, nothing to send.
+            lead.sla_due_at = None
+            continue
+        action = ladder[step - 1]
+        detail: dict[str, Any] = {"step": step, "action": action, "due_at": due_at}
+        if action == REMIND:
+            notices.append(Notice(lead, "sla_reminder", {"rep_ids": [owner.pk] if owner else [], "step": step}))
+        else:  # NOTIFY (reassignments never reach a batch)
+            reps, emails = cache.recipients(lead.rule)
+            reps = [(pk, name) for pk, name in reps if owner is None or pk != owner.pk]
+            detail["to_reps"] = [name for _pk, name in reps]
+            detail["to_emails"] = emails
+            notices.append(Notice(lead, "escalated", {"rep_ids": [pk for pk, _ in reps], "emails": emails,
+                                                      "step": step}))
+        if step < len(ladder) and lead.status == Lead.Status.ASSIGNED:
+            minutes = sla_minutes_for(lead) or default_minutes
+            lead.sla_due_at = sla_due_at(owner, now, minutes, schedules=cache.schedules)
+        else:
+            lead.sla_due_at = None
+        detail["next_due_at"] = lead.sla_due_at.isoformat() if lead.sla_due_at else None
+        events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.ESCALATED, at=now, actor=actor, rep=owner,
+                                rule=lead.rule, detail=detail))
+    _set_clocks(leads, now)
+    # In due order, so the escalated events' ids follow the deadlines; each lead's breach comes first.
+    LeadEvent.objects.bulk_create(events)
+    notices_write(notices, now=now)
+    return len(leads)
+
+
+def _set_clocks(leads: list[Lead], now: dt.datetime) -> None:
+    """Store each lead's new step and deadline in one statement."""
+    if connection.vendor == "postgresql":
+        table = Lead._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} AS l SET escalation_step = v.step, sla_due_at = v.due, updated_at = %s "
+                "FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[]) AS v(id, step, due) WHERE l.id = v.id",
+                [now, [lead.pk for lead in leads], [lead.escalation_step for lead in leads],
+                 [lead.sla_due_at for lead in leads]],
+            )
+        return
+    for lead in leads:
+        lead.updated_at = now
+    Lead.objects.bulk_update(leads, ["escalation_step", "sla_due_at", "updated_at"])
 
 
 def sweep_overdue(now: dt.datetime | None = None) -> dict[str, int]:

@@ -33,6 +33,19 @@ def deliver_notification(notification_id: int) -> str:
     return notification_deliver(notification_id)
 
 
+def deliver_notifications(notification_ids: list[int]) -> dict[str, int]:
+    """Send a batch (a sweep's or one event's rows) in one task. Each row is still claimed on its
+    own, so a row another worker or the sweep already sent is skipped, and one failing webhook only
+    schedules that row's retry."""
+    from routing.notify import notification_deliver
+
+    outcomes: dict[str, int] = {}
+    for pk in notification_ids:
+        status = notification_deliver(pk)
+        outcomes[status] = outcomes.get(status, 0) + 1
+    return outcomes
+
+
 def sweep_overdue() -> dict[str, int]:
     from routing.sla import sweep_overdue as sweep
 

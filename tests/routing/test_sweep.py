@@ -89,14 +89,15 @@ def test_after_a_clock_jump_every_overdue_lead_is_escalated_once_in_order_of_due
 
 
 @pytest.mark.django_db
-def test_a_crash_mid_sweep_keeps_the_committed_steps_and_the_next_sweep_does_the_rest(rep, monkeypatch):
-    leads = [assigned_lead(rep, due=MONDAY_0905 - i * MINUTE) for i in range(3, 0, -1)]
+def test_a_crash_mid_sweep_keeps_the_committed_batches_and_the_next_sweep_does_the_rest(rep, monkeypatch):
+    leads = [assigned_lead(rep, due=MONDAY_0905 - i * MINUTE) for i in range(4, 0, -1)]
+    monkeypatch.setattr(sla, "SWEEP_BATCH", 2)
     real_due = sla.sla_due_at
     calls = {"n": 0}
 
     def database_goes_away(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3:  # the first lead of the second batch
             raise OperationalError("server closed the connection unexpectedly")
         return real_due(*args, **kwargs)
 
@@ -105,15 +106,16 @@ def test_a_crash_mid_sweep_keeps_the_committed_steps_and_the_next_sweep_does_the
         sweep_overdue(MONDAY_0905)
 
     steps = [Lead.objects.get(pk=lead.pk).escalation_step for lead in leads]
-    assert steps == [1, 0, 0]
-    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.SLA_BREACHED).count() == 1
+    assert steps == [1, 1, 0, 0]
+    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.SLA_BREACHED).count() == 2
+    assert Notification.objects.filter(kind="sla_reminder", channel="in_app").count() == 2
 
     monkeypatch.setattr(sla, "sla_due_at", real_due)
     result = sweep_overdue(MONDAY_0905)
 
     assert result["escalated"] == 2
-    assert [Lead.objects.get(pk=lead.pk).escalation_step for lead in leads] == [1, 1, 1]
-    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.SLA_BREACHED).count() == 3
+    assert [Lead.objects.get(pk=lead.pk).escalation_step for lead in leads] == [1, 1, 1, 1]
+    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.SLA_BREACHED).count() == 4
     assert escalated_ids_in_order() == [lead.pk for lead in leads]
 
 
@@ -212,3 +214,41 @@ def test_two_sweepers_at_once_reassign_each_lead_exactly_once():
         owners.append(lead.owner_id)
     # Round robin over the two who remain: the shared pointer moved once per lead.
     assert sorted(owners.count(r.pk) for r in (bob, carol)) == [10, 10]
+
+
+@pytest.mark.django_db
+def test_a_reassignment_between_batched_reminders_keeps_the_order_of_due_time(rep):
+    RepFactory(user__username="bob")
+    rule = make_rule(sla_minutes=15, candidates={"reps": ["alice", "bob"]})
+    first = assigned_lead(rep, due=MONDAY_0905 - 3 * MINUTE, rule=rule)
+    moved = assigned_lead(rep, due=MONDAY_0905 - 2 * MINUTE, rule=rule, escalation_step=1)
+    last = assigned_lead(rep, due=MONDAY_0905 - MINUTE, rule=rule)
+
+    result = sweep_overdue(MONDAY_0905)
+
+    assert result["escalated"] == 3
+    assert escalated_ids_in_order() == [first.pk, moved.pk, last.pk]
+    assert Lead.objects.get(pk=moved.pk).owner.username == "bob"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_queues_one_delivery_task_for_all_its_emails(monkeypatch, mailoutbox):
+    from routing import tasks
+
+    queued: list[tuple] = []
+    real_enqueue = tasks.enqueue
+
+    def enqueue(func, *args, **kwargs):
+        queued.append((func, args))
+        return real_enqueue(func, *args, **kwargs)
+
+    monkeypatch.setattr(tasks, "enqueue", enqueue)
+    reps = [RepFactory() for _ in range(3)]
+    for i in range(6):
+        assigned_lead(reps[i % 3], due=MONDAY_0905 - i * MINUTE)
+
+    sweep_overdue(MONDAY_0905)
+
+    assert [func for func, _ in queued] == ["routing.tasks.deliver_notifications"]
+    assert len(queued[0][1][0]) == 6
+    assert len(mailoutbox) == 6
