@@ -59,9 +59,9 @@ def _upload(request: HttpRequest) -> tuple[ImportJob | None, str]:
             f"{upload.name} is {filesizeformat(upload.size)}; the upload limit is {filesizeformat(limit)}. "
             "Split the file or import it with `manage.py import_leads`."
         )
-    retry_of = None
-    if request.POST.get("retry_of"):
-        retry_of = ImportJob.objects.filter(pk=request.POST["retry_of"]).first()
+    # A hand-edited or stale form may send anything here; an unknown job is simply not a retry.
+    retry_id = request.POST.get("retry_of", "")
+    retry_of = ImportJob.objects.filter(pk=int(retry_id)).first() if retry_id.isdigit() else None
     job = ImportJob(
         original_name=Path(upload.name).name[:255], created_by=request.user, retry_of=retry_of,
         source=(request.POST.get("source") or (retry_of.source if retry_of else "")).strip()[:100],

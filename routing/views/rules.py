@@ -176,9 +176,11 @@ def rules_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def rules_new_draft(request: HttpRequest) -> HttpResponse:
     """A draft to edit: a copy of the given (or the published) version, else an empty one."""
-    source = None
-    if request.POST.get("source"):
-        source = get_object_or_404(RuleSet, pk=request.POST["source"])
+    source_id = request.POST.get("source", "")
+    if source_id:
+        if not source_id.isdigit():
+            raise Http404("No such rule set")
+        source = get_object_or_404(RuleSet, pk=int(source_id))
     else:
         source = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
     if source is not None:

@@ -174,3 +174,11 @@ def test_the_task_claims_its_job_once(ops_client):
     assert first["rows"] == 4 and first["created"] == 2
     assert second == {"skipped": True}
     assert Lead.objects.count() == 2
+
+
+def test_a_garbled_retry_reference_uploads_as_a_fresh_import(ops_client):
+    response = upload(ops_client, GOOD_AND_BAD, retry_of="not-a-number")
+
+    job = ImportJob.objects.get()
+    assert response.status_code == 302
+    assert job.retry_of is None

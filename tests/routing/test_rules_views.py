@@ -102,6 +102,13 @@ def test_edit_on_the_published_version_makes_a_new_draft_copy(manager_client, pu
     assert RuleSet.objects.get(pk=published.pk).status == "published"
 
 
+def test_a_draft_from_a_garbled_source_is_not_found(manager_client, published):
+    response = manager_client.post(reverse("rules_new_draft"), {"source": "v1"})
+
+    assert response.status_code == 404
+    assert RuleSet.objects.count() == 1
+
+
 def test_it_refuses_to_change_a_published_version(manager_client, published):
     response = manager_client.post(reverse("rules_rule_new", args=[published.pk]), rule_post())
     assert response.status_code == 302
