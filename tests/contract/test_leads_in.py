@@ -17,7 +17,10 @@ from tests.factories import LeadFactory, PoolFactory, RepFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
-EVENT_KINDS = ["received", "merged", "routed", "unassigned", "pooled", "announced", "claimed", "claim_refused", "released", "status_changed", "sla_breached", "escalated", "reassigned", "notified", "manual_assigned"]
+EVENT_KINDS = [
+    "received", "merged", "routed", "unassigned", "pooled", "announced", "claimed", "claim_refused",
+    "released", "status_changed", "sla_breached", "escalated", "reassigned", "notified", "manual_assigned",
+]
 STATUSES = ["unassigned", "pooled", "assigned", "contacted", "qualified", "won", "lost"]
 SUMMARY_KEYS = {"rows", "created", "merged", "failed", "assigned", "pooled", "unassigned", "errors"}
 
@@ -134,7 +137,8 @@ def test_import_reads_cp1252_with_semicolons(tmp_path):
     path = write_csv(tmp_path, "First Name;Last Name;Email;Company\nJosé;Müller;jm@x.example;Café “Süd”\n", "cp1252")
     summary = import_json(path)
     lead = Lead.objects.get()
-    assert summary["created"] == 1 and (lead.first_name, lead.last_name, lead.company) == ("José", "Müller", "Café “Süd”")
+    assert summary["created"] == 1
+    assert (lead.first_name, lead.last_name, lead.company) == ("José", "Müller", "Café “Süd”")
 
 
 def test_import_reads_utf8_with_a_bom(tmp_path):
@@ -248,7 +252,8 @@ def test_list_filters_by_each_contract_parameter(client, manager_auth, name):
     LeadFactory(email="other@x.example", source="web", status="pooled", pool=pool)
     if name == "pool":
         wanted = Lead.objects.get(email="other@x.example")
-    value = {"status": wanted.status, "owner": "alice", "pool": "smb", "source": "fair", "email": "want@x.example"}[name]
+    values = {"status": wanted.status, "owner": "alice", "pool": "smb", "source": "fair", "email": "want@x.example"}
+    value = values[name]
 
     body = client.get("/api/leads/", {name: value}, headers=manager_auth).json()
 
@@ -311,7 +316,8 @@ def test_the_owner_records_a_touch_through_the_status_endpoint(client, scene):
 
 
 def test_the_status_endpoint_is_404_for_someone_elses_lead(client, scene):
-    resp = post(client, f"/api/leads/{scene['bobs'].pk}/status/", {"status": "contacted"}, token_for(scene["alice"].user))
+    auth = token_for(scene["alice"].user)
+    resp = post(client, f"/api/leads/{scene['bobs'].pk}/status/", {"status": "contacted"}, auth)
     assert resp.status_code == 404
 
 
