@@ -77,7 +77,7 @@ def _my_leads(rep):
 def _announcements(rep):
     return (
         PoolAnnouncement.objects.filter(rep=rep, lead__status=Lead.Status.POOLED, lead__owner__isnull=True)
-        .select_related("lead", "pool")
+        .select_related("lead__pool", "pool")
         .order_by("-at")[:10]
     )
 
