@@ -10,6 +10,7 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.views.decorators.http import require_GET
 
 from leadops.roles import manager_required, rep_required
 from reports import selectors
@@ -60,6 +61,7 @@ def _with_links(request: HttpRequest, *tables: Table) -> list[Table]:
 
 
 @manager_required
+@require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     scope, filterset = _scope(request)
     board = selectors.dashboard(scope)
@@ -92,6 +94,7 @@ def _table_page(request: HttpRequest, names: list[str], title: str, intro: str) 
 
 
 @manager_required
+@require_GET
 def speed(request: HttpRequest) -> HttpResponse:
     return _table_page(
         request,
@@ -103,6 +106,7 @@ def speed(request: HttpRequest) -> HttpResponse:
 
 
 @manager_required
+@require_GET
 def sla(request: HttpRequest) -> HttpResponse:
     return _table_page(
         request,
@@ -114,6 +118,7 @@ def sla(request: HttpRequest) -> HttpResponse:
 
 
 @manager_required
+@require_GET
 def conversion(request: HttpRequest) -> HttpResponse:
     return _table_page(
         request,
@@ -124,6 +129,7 @@ def conversion(request: HttpRequest) -> HttpResponse:
 
 
 @manager_required
+@require_GET
 def fairness(request: HttpRequest) -> HttpResponse:
     scope, filterset = _scope(request)
     index = TABLES["fairness_index"](scope)
@@ -147,6 +153,7 @@ def fairness(request: HttpRequest) -> HttpResponse:
 
 
 @manager_required
+@require_GET
 def export(request: HttpRequest, name: str) -> StreamingHttpResponse:
     builder = TABLES.get(name)
     if builder is None:
@@ -161,6 +168,7 @@ def export(request: HttpRequest, name: str) -> StreamingHttpResponse:
 
 
 @rep_required
+@require_GET
 def me(request: HttpRequest) -> HttpResponse:
     rep = request.user.rep
     # A rep sees only their own figures and team medians: the dimension filters are fixed to them.

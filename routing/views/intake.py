@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_q.tasks import async_task
 
 from leadops.roles import ops_required
@@ -33,6 +33,7 @@ def _get_job(pk: int) -> ImportJob:
 
 
 @ops_required
+@require_http_methods(["GET", "POST"])
 def intake_home(request: HttpRequest) -> HttpResponse:
     """The upload form and the import history. POST uploads a file (optionally as a retry)."""
     status = 200
@@ -102,6 +103,7 @@ def _preview(job: ImportJob) -> dict:
 
 
 @ops_required
+@require_GET
 def intake_job(request: HttpRequest, pk: int) -> HttpResponse:
     """One import: the mapping preview while waiting, then live progress and the summary."""
     job = _get_job(pk)
@@ -164,6 +166,7 @@ def intake_start(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @ops_required
+@require_GET
 def intake_rejected(request: HttpRequest, pk: int) -> HttpResponse:
     """The rejected rows as they were uploaded, plus a `reason` column; cells made formula-safe."""
     job = _get_job(pk)

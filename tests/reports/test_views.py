@@ -24,6 +24,11 @@ def test_it_shows_every_report_to_managers(manager_client, some_leads, url):
     assert manager_client.get(url).status_code == 200
 
 
+@pytest.mark.parametrize("url", [*PAGES, "/reports/export/sources.csv"])
+def test_reports_only_answer_reads(manager_client, url):
+    assert manager_client.post(url).status_code == 405
+
+
 @pytest.mark.parametrize("url", PAGES)
 def test_it_keeps_reports_from_reps(rep_client, url):
     assert rep_client.get(url).status_code == 403

@@ -182,3 +182,11 @@ def test_a_garbled_retry_reference_uploads_as_a_fresh_import(ops_client):
     job = ImportJob.objects.get()
     assert response.status_code == 302
     assert job.retry_of is None
+
+
+def test_the_job_page_and_rejected_rows_only_answer_reads(ops_client):
+    upload(ops_client, GOOD_AND_BAD)
+    job = ImportJob.objects.get()
+
+    assert ops_client.post(f"/intake/{job.pk}/").status_code == 405
+    assert ops_client.post(f"/intake/{job.pk}/rejected.csv").status_code == 405
