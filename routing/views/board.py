@@ -19,6 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from leadops.roles import manager_required, rep_required
@@ -157,7 +158,11 @@ def board_poll(request: HttpRequest) -> HttpResponse:
 def _after_action(request: HttpRequest, lead: Lead, *, partial: str, status: int = 200, **extra) -> HttpResponse:
     rep = request.user.rep
     if not request.htmx:
-        return redirect(request.POST.get("next") or "board")
+        # `next` comes from our own lead page; anything pointing off-site goes back to the board.
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+            target = "board"
+        return redirect(target)
     context = {
         "rep": rep,
         "lead": lead,

@@ -250,3 +250,29 @@ def test_poll_drops_a_shotgun_announcement_once_someone_claimed_it(rep_client, r
 
     assert response.status_code == 200
     assert "Gone Fast Ltd" not in response.content.decode()
+
+
+def test_a_status_change_never_redirects_off_site(rep_client, rep):
+    lead = LeadFactory(owner=rep, status=Lead.Status.ASSIGNED)
+
+    response = rep_client.post(f"/board/leads/{lead.pk}/status/",
+                               {"status": "contacted", "next": "https://evil.example/phish"})
+
+    assert response.status_code == 302 and response.url == "/board/"
+
+
+def test_a_status_change_from_the_lead_page_returns_to_it(rep_client, rep):
+    lead = LeadFactory(owner=rep, status=Lead.Status.ASSIGNED)
+
+    response = rep_client.post(f"/board/leads/{lead.pk}/status/",
+                               {"status": "contacted", "next": f"/board/leads/{lead.pk}/"})
+
+    assert response.url == f"/board/leads/{lead.pk}/"
+
+
+def test_the_lead_page_links_the_owner_to_why_it_came_to_them(rep_client, rep):
+    lead = LeadFactory(owner=rep, status=Lead.Status.ASSIGNED)
+
+    response = rep_client.get(f"/board/leads/{lead.pk}/")
+
+    assert f'href="/leads/{lead.pk}/explain/"' in response.content.decode()
