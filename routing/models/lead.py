@@ -79,31 +79,35 @@ class Lead(models.Model):
         "lost": {"contacted"},
     }
 
-    email = models.EmailField(blank=True, db_index=True, help_text="Stored lower-case.")
+    # email/country/industry/source: plain btree indexes in Meta (db_index=True on a CharField adds a second,
+    # varchar_pattern_ops "_like" index for LIKE 'x%' that no query here uses; each is paid on every insert).
+    email = models.EmailField(blank=True, help_text="Stored lower-case.")
     first_name = models.CharField(max_length=100, blank=True)
     last_name = models.CharField(max_length=100, blank=True)
     phone = models.CharField(max_length=40, blank=True)
     company = models.CharField(max_length=200, blank=True)
     title = models.CharField(max_length=200, blank=True)
-    country = models.CharField(max_length=2, blank=True, db_index=True, help_text="ISO 3166 alpha-2")
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 alpha-2")
     region = models.CharField(max_length=100, blank=True)
     postcode = models.CharField(max_length=20, blank=True)
-    industry = models.CharField(max_length=100, blank=True, db_index=True)
+    industry = models.CharField(max_length=100, blank=True)
     company_size = models.PositiveIntegerField(null=True, blank=True)
     product = models.CharField(max_length=100, blank=True)
-    source = models.CharField(max_length=100, blank=True, db_index=True)
+    source = models.CharField(max_length=100, blank=True)
     score = models.PositiveSmallIntegerField(null=True, blank=True)
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     value = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
-    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # No index of its own: lead_report_cover leads with received_at and serves its ranges and ordering.
+    received_at = models.DateTimeField(default=timezone.now, db_index=False)
     extra = models.JSONField(default=dict, blank=True)
 
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.UNASSIGNED)
+    # owner and pool: no FK index of their own, lead_owner_status / lead_pool_status lead with them.
     owner = models.ForeignKey(
-        "reps.Rep", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
+        "reps.Rep", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False
     )
     pool = models.ForeignKey(
-        "routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
+        "routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False
     )
     rule = models.ForeignKey(
         "routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
@@ -137,6 +141,10 @@ class Lead(models.Model):
     class Meta:
         ordering = ["-received_at", "-id"]
         indexes = [
+            models.Index(fields=["email"], name="lead_email"),
+            models.Index(fields=["country"], name="lead_country"),
+            models.Index(fields=["industry"], name="lead_industry"),
+            models.Index(fields=["source"], name="lead_source"),
             models.Index(fields=["status", "received_at"], name="lead_status_received"),
             models.Index(fields=["owner", "status"], name="lead_owner_status"),
             models.Index(fields=["pool", "status"], name="lead_pool_status"),
@@ -201,15 +209,23 @@ class LeadEvent(models.Model):
         NOTIFIED = "notified", "Notified"
         MANUAL_ASSIGNED = "manual_assigned", "Manually assigned"
 
-    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="events")
+    # Foreign keys without an index of their own (every CSV-imported lead writes an event, and each index
+    # is paid on each insert): lead and rep lead event_lead_at / event_rep_kind_at; no query filters by
+    # actor or rule; the pool filters (claims/releases per pool) also narrow by kind and a recent `at`,
+    # which event_kind_at serves. Deleting a user, rule or pool then scans events to null them — rare
+    # admin actions, not hot paths.
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="events", db_index=False)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     at = models.DateTimeField(default=timezone.now)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
-    rep = models.ForeignKey("reps.Rep", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    rule = models.ForeignKey("routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    pool = models.ForeignKey("routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    rep = models.ForeignKey("reps.Rep", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                            db_index=False)
+    rule = models.ForeignKey("routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                             db_index=False)
+    pool = models.ForeignKey("routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                             db_index=False)
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
