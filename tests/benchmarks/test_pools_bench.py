@@ -61,6 +61,11 @@ def make_pool(name: str, reps: list[Rep], leads: int) -> list[int]:
              pooled_at=now, received_at=now)
         for i in range(leads)
     ], batch_size=1000)
+    if connection.vendor == "postgresql":
+        # A live database has statistics (autovacuum); without them the planner may walk the pool's
+        # partial index instead of the primary key for a claim's UPDATE.
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {Lead._meta.db_table}")
     return list(Lead.objects.filter(pool=pool).values_list("pk", flat=True))
 
 
