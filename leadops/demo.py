@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+from collections import Counter
 from decimal import Decimal
 
 from django.contrib.auth.models import User
@@ -272,6 +273,7 @@ def _demo_history(rng: random.Random, *, leads: int, days: int, now: dt.datetime
     """Two months of leads that already went through routing, with outcomes at realistic delays."""
     from reps.models import Rep
     from routing.models import Lead, LeadEvent, Pool, Rule, RuleSet
+    from routing.pools import HELD_STATUSES as HELD
 
     rule_set = RuleSet.objects.get(status="published")
     rules = {r.name: r for r in Rule.objects.filter(rule_set=rule_set)}
@@ -304,6 +306,7 @@ def _demo_history(rng: random.Random, *, leads: int, days: int, now: dt.datetime
 
     events, updates = [], []
     pool_members = {name: list(p.members.all()) for name, p in pools.items()}
+    held: Counter[tuple[int, int]] = Counter()
     for row, (owner, pool) in zip(lead_rows, plans, strict=True):
         lead = by_email[row.email]
         t = lead.received_at
@@ -314,7 +317,9 @@ def _demo_history(rng: random.Random, *, leads: int, days: int, now: dt.datetime
             lead.pooled_at = routed
             events.append(LeadEvent(lead=lead, kind="pooled", at=routed, pool=pool, rule=lead.rule,
                                     detail={"mode": pool.mode, "rule": lead.rule.name}))
-            owner = rng.choice(pool_members[pool.name])
+            # Only members under the claim limit can claim: the demo must never show "9 of 5".
+            free = [m for m in pool_members[pool.name] if held[pool.pk, m.pk] < (pool.claim_limit or math.inf)]
+            owner = rng.choice(free or pool_members[pool.name])
             claimed = routed + dt.timedelta(minutes=rng.lognormvariate(2.0, 1.0))
             lead.claimed_at = lead.assigned_at = claimed
             events.append(LeadEvent(lead=lead, kind="claimed", at=claimed, rep=owner, pool=pool))
@@ -329,6 +334,8 @@ def _demo_history(rng: random.Random, *, leads: int, days: int, now: dt.datetime
         sla = lead.rule.sla_minutes if lead.rule and lead.rule.sla_minutes else 60
         lead.sla_due_at = lead.assigned_at + dt.timedelta(minutes=sla)
         _demo_outcome(rng, lead, events, now, speed[owner.pk], skill[owner.pk])
+        if pool is not None and lead.status in HELD:
+            held[pool.pk, owner.pk] += 1
         updates.append(lead)
     Lead.objects.bulk_update(
         updates,

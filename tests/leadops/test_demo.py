@@ -69,3 +69,14 @@ def test_the_manager_sees_reps_and_leads_in_the_admin(seeded, client):
     assert response.status_code == 200
     lead = Lead.objects.exclude(owner=None).first()
     assert client.get(f"/admin/routing/lead/{lead.pk}/change/").status_code == 200
+
+
+def test_no_member_holds_more_pool_leads_than_the_claim_limit(db):
+    demo.demo_seed(leads=800)
+
+    for pool in Pool.objects.all():
+        held = Lead.objects.filter(pool=pool, claimed_at__isnull=False, status__in=["assigned", "contacted", "qualified"])
+        per_owner = {}
+        for owner_id in held.values_list("owner_id", flat=True):
+            per_owner[owner_id] = per_owner.get(owner_id, 0) + 1
+        assert max(per_owner.values(), default=0) <= pool.claim_limit, pool.name
