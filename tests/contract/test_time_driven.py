@@ -9,7 +9,8 @@ import json
 import pytest
 from django.core.management import call_command
 
-from routing.models import Lead, LeadEvent
+from reps.models import Rep
+from routing.models import Lead, LeadEvent, Notification
 from tests.factories import LeadFactory, RepFactory, TeamFactory, weekday_hours
 
 pytestmark = pytest.mark.django_db
@@ -122,3 +123,23 @@ def test_the_schedules_call_the_same_commands(db):
     funcs = set(Schedule.objects.values_list("func", flat=True))
     assert Schedule.objects.count() == len(funcs)
     assert any("route_pending" in f for f in funcs) and any("sweep_overdue" in f for f in funcs)
+
+
+def test_each_ladder_step_writes_one_escalated_event_numbered_in_order(
+    office, tmp_path, django_capture_on_commit_callbacks
+):
+
+    Rep.objects.filter(user__username="dora").update(level="director")
+    publish(tmp_path, [{"name": "Fast", "candidates": {"reps": ["alice", "bob"]}, "strategy": "round_robin",
+                        "sla_minutes": 15, "escalate_to": {"levels": ["director"]}}])
+    lead = LeadFactory(received_at=FRIDAY_1650)
+    run("route_pending", "--now", FRIDAY_1650.isoformat())
+
+    with django_capture_on_commit_callbacks(execute=True):
+        for at in ("2026-11-23T09:06:00+00:00", "2026-11-23T10:00:00+00:00", "2026-11-23T11:00:00+00:00",
+                   "2026-11-23T11:00:00+00:00", "2026-11-23T14:00:00+00:00"):
+            run("sweep_overdue", "--now", at)
+
+    assert lead.events.filter(kind="sla_breached").count() == 1
+    assert [e.detail["step"] for e in lead.events.filter(kind="escalated").order_by("at", "id")] == [1, 2, 3]
+    assert Notification.objects.filter(lead=lead, recipient__user__username="dora").exists()
