@@ -160,12 +160,18 @@ class RuleSpec:
                 return cond
         return None
 
-    def failure_record(self, lead: Mapping[str, Any]) -> list[Any]:
-        """The compact stored form of "why this rule did not match": [index, condition index, the
-        lead's value], worded later by `expand_tried`. A value JSON would not give back as it was
-        (a Decimal, a date, a list) is stored already worded, with condition index None."""
+    def failure(self, lead: Mapping[str, Any]) -> list[Any] | None:
+        """None when the rule's `when` matches the lead, else why not in the compact stored form:
+        [index, condition index, the lead's value], worded later by `expand_tried`. A value JSON
+        would not give back as it was (a Decimal, a date, a list) is stored already worded, with
+        condition index None; `when_any` stores every condition's value under index -1."""
         if self.match_any:
             values = [c.get(lead) for c in self.when]
+            for cond, value in zip(self.when, values, strict=True):
+                if cond.test(value):
+                    return None
+            if not self.when:
+                return None
             if all(type(v) in _PLAIN for v in values):
                 return [self.label, -1, values]
             return [self.label, None, self.describe_failure(lead)]
@@ -173,7 +179,7 @@ class RuleSpec:
             value = cond.get(lead)
             if not cond.test(value):
                 return [self.label, i, value] if type(value) in _PLAIN else [self.label, None, _worded(cond, value)]
-        return [self.label, None, None]
+        return None
 
     def describe_failure(self, lead: Mapping[str, Any]) -> str | None:
         cond = self.first_failure(lead)
@@ -284,9 +290,9 @@ class Decision:
     rule: RuleSpec | None
     rep_username: str | None
     pool_name: str | None
-    # Rules tried in order: a RuleTrace for those that matched, the bare RuleSpec for those that
-    # did not (worded into a RuleTrace only when someone reads `trace`: most rules fail fast).
-    steps: list[RuleTrace | RuleSpec]
+    # Rules tried in order: a RuleTrace for those that matched, (RuleSpec, compact failure record)
+    # for those that did not (worded only when someone reads `trace`: most rules fail fast).
+    steps: list[RuleTrace | tuple[RuleSpec, list[Any]]]
     cursors: dict[str, CursorState] = field(default_factory=dict)
     now: dt.datetime | None = None
     version: int | None = None
@@ -299,7 +305,7 @@ class Decision:
     @property
     def trace(self) -> list[RuleTrace]:
         return [
-            s if isinstance(s, RuleTrace) else RuleTrace(s.name, s.label, False, spec=s, lead=self.lead)
+            s if isinstance(s, RuleTrace) else RuleTrace(s[0].name, s[0].label, False, spec=s[0], lead=self.lead)
             for s in self.steps
         ]
 
@@ -307,7 +313,7 @@ class Decision:
         lead = self.lead or {}
         return [
             s.to_json() if isinstance(s, RuleTrace)
-            else {"rule": s.name, "index": s.label, "matched": False, "failed": s.describe_failure(lead)}
+            else {"rule": s[0].name, "index": s[0].label, "matched": False, "failed": s[0].describe_failure(lead)}
             for s in self.steps
         ]
 
@@ -350,7 +356,6 @@ class Decision:
         and its reason, while the conditions that failed are kept as (rule, condition, lead value)
         and worded only when someone reads them (`expand_tried`). Storing the words for every lead
         of a 100,000-lead batch cost more than routing it."""
-        lead = self.lead or {}
         return {
             "outcome": self.outcome,
             "rule": self.rule.name if self.rule else None,
@@ -360,7 +365,7 @@ class Decision:
             "summary": self.summary(),
             "ruleset_version": self.version,
             "at": self.now.isoformat() if self.now else None,
-            "trace": [s.to_compact() if isinstance(s, RuleTrace) else s.failure_record(lead) for s in self.steps],
+            "trace": [s.to_compact() if isinstance(s, RuleTrace) else s[1] for s in self.steps],
         }
 
 
@@ -663,11 +668,13 @@ def decide(
     `exclude` (usernames) are left out, e.g. the current owner when an SLA reassigns.
     """
     excluded = frozenset(exclude)
-    steps: list[RuleTrace | RuleSpec] = []
+    steps: list[RuleTrace | tuple[RuleSpec, list[Any]]] = []
     for spec in rule_set.all_rules():
-        if spec.index is not None and spec.when and spec.first_failure(lead) is not None:
-            steps.append(spec)
-            continue
+        if spec.index is not None and spec.when:
+            failed = spec.failure(lead)
+            if failed is not None:
+                steps.append((spec, failed))
+                continue
         rt = RuleTrace(spec.name, spec.label, True, strategy=spec.strategy if not spec.pool else "")
         steps.append(rt)
         if spec.pool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db.models import Count
@@ -37,8 +37,8 @@ def load_counts(now: dt.datetime, rep_ids: Iterable[int] | None = None) -> tuple
         ids = list(rep_ids)
         open_leads, recent = open_leads.filter(owner_id__in=ids), recent.filter(owner_id__in=ids)
     return (
-        dict(open_leads.values_list("owner").annotate(n=Count("id")).values_list("owner", "n")),
-        dict(recent.values_list("owner").annotate(n=Count("id")).values_list("owner", "n")),
+        dict(open_leads.values_list("owner").annotate(n=Count("*")).values_list("owner", "n")),
+        dict(recent.values_list("owner").annotate(n=Count("*")).values_list("owner", "n")),
     )
 
 
@@ -115,20 +115,29 @@ def roster_load(now: dt.datetime, *, since: dt.datetime | None = None) -> Roster
 FEW_LEADS = 20
 
 
-def roster_for_leads(leads: list[dict], compiled: CompiledRuleSet, now: dt.datetime) -> Roster:
-    """The roster for routing `leads`: counts are loaded for every rep that any rule matching one
-    of the leads (or the fallback) could consider — the only counts the engine will read."""
-    if len(leads) > FEW_LEADS:
-        return roster_load(now)
-    roster = Roster(candidate_states(now, with_counts=False))
-    wanted: set[int] = set()
-    for spec in compiled.all_rules():
-        if spec.pool or spec.candidates is None:
-            continue
-        if spec.index is not None and spec.when and all(spec.first_failure(lead) is not None for lead in leads):
-            continue
-        members, _ = roster.scope(spec.candidates)
-        wanted.update(c.rep_id for c in members if c.rep_id is not None)
+def roster_for_leads(
+    leads: list[dict], compiled: CompiledRuleSet, now: dt.datetime, *, states: list[CandidateState] | None = None
+) -> Roster:
+    """The roster for routing `leads`, with counts read afresh.
+
+    `states` are the reps without counts (`candidate_states(..., with_counts=False)`) when the caller
+    already holds them — route_pending loads them once for all its batches, since teams, hours and
+    time off do not change between batches of one run; counts do, and are read for every batch.
+    For a few leads, counts are loaded only for reps that a rule matching one of them (or the
+    fallback) could consider — the only counts the engine will read.
+    """
+    base = states if states is not None else candidate_states(now, with_counts=False)
+    roster = Roster([replace(c) for c in base])
+    wanted: set[int] | None = None
+    if len(leads) <= FEW_LEADS:
+        wanted = set()
+        for spec in compiled.all_rules():
+            if spec.pool or spec.candidates is None:
+                continue
+            if spec.index is not None and spec.when and all(spec.first_failure(lead) is not None for lead in leads):
+                continue
+            members, _ = roster.scope(spec.candidates)
+            wanted.update(c.rep_id for c in members if c.rep_id is not None)
     open_counts, given = load_counts(now, wanted)
     for c in roster.candidates:
         c.open_count = open_counts.get(c.rep_id, 0)

@@ -290,8 +290,13 @@ def route_leads(
     """
     ids = list(dict.fromkeys(lead_ids))
     counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
+    # The reps (teams, hours, time off) are read once for all batches of a run; their counts per batch.
+    states = (
+        selectors.candidate_states(now or timezone.now(), with_counts=False) if len(ids) > ROUTE_BATCH else None
+    )
     for start in range(0, len(ids), ROUTE_BATCH):
-        for key, n in _route_batch(ids[start:start + ROUTE_BATCH], now=now, actor=actor, notify=notify).items():
+        batch = ids[start:start + ROUTE_BATCH]
+        for key, n in _route_batch(batch, now=now, actor=actor, notify=notify, states=states).items():
             counts[key] += n
     return counts
 
@@ -320,8 +325,19 @@ def _save_cursors(rows: dict[str, RuleCursor], cursors: dict[str, CursorState], 
         row.last_rep_id = cand.rep_id if cand else None
         row.updated_at = now
         dirty.append(row)
-    if dirty:
+    if not dirty:
+        return
+    if connection.vendor != "postgresql":
         RuleCursor.objects.bulk_update(dirty, ["state", "last_rep", "updated_at"])
+        return
+    # One UPDATE … FROM unnest: bulk_update's CASE over JSON values took longer than a batch's writes.
+    table = connection.ops.quote_name(RuleCursor._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS c SET state = v.state::jsonb, last_rep_id = v.last_rep_id, updated_at = %s "
+            "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(id, state, last_rep_id) WHERE c.id = v.id",
+            [now, [r.pk for r in dirty], [json.dumps(r.state) for r in dirty], [r.last_rep_id for r in dirty]],
+        )
 
 
 def _assign_fields(lead: Lead, cand: CandidateState, rule: Rule | None, sla: int | None, now: dt.datetime) -> None:
@@ -396,8 +412,10 @@ def _write_assignments(rows: list[AssignRow], now: dt.datetime) -> None:
             "updated_at = %s "
             "FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::bigint[], %s::timestamptz[]) "
             "AS v(id, owner_id, routed_at, rule_id, sla_due_at) "
-            "WHERE l.id = v.id",
-            [Lead.Status.ASSIGNED, now, now, *columns],
+            # The id list again as = ANY: the planner then looks the rows up by primary key instead of
+            # hashing the whole table whenever its statistics trail a large import (seen at 100k leads).
+            "WHERE l.id = v.id AND l.id = ANY(%s::bigint[])",
+            [Lead.Status.ASSIGNED, now, now, *columns, columns[0]],
         )
 
 
@@ -483,7 +501,9 @@ def _notify_on_commit(lead_ids: list[int], kind: str) -> None:
 _BATCH_FIELDS = ["id", "routed_at", "first_touch_at", *LEAD_FIELDS]
 
 
-def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool) -> dict[str, int]:
+def _route_batch(
+    ids: list[int], *, now: dt.datetime | None, actor, notify: bool, states: list[CandidateState] | None = None
+) -> dict[str, int]:
     counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
     with transaction.atomic():
         loaded = selectors.published_ruleset()
@@ -503,7 +523,7 @@ def _route_batch(ids: list[int], *, now: dt.datetime | None, actor, notify: bool
             _write_events(_unassigned_rows([(lead["id"], _no_rules(None, now)) for lead in data], now, actor))
             counts["unassigned"] = len(data)
             return counts
-        roster = selectors.roster_for_leads(data, loaded.compiled, now)
+        roster = selectors.roster_for_leads(data, loaded.compiled, now, states=states)
         cursors = {k: CursorState.from_json(r.state) for k, r in rows.items()}
         changed: set[str] = set()
         rng = random.Random()
