@@ -319,7 +319,12 @@ def _demo_history(rng: random.Random, *, leads: int, days: int, now: dt.datetime
                                     detail={"mode": pool.mode, "rule": lead.rule.name}))
             # Only members under the claim limit can claim: the demo must never show "9 of 5".
             free = [m for m in pool_members[pool.name] if held[pool.pk, m.pk] < (pool.claim_limit or math.inf)]
-            owner = rng.choice(free or pool_members[pool.name])
+            if not free:
+                # Everyone is at the limit: as in real life, the lead waits in the pool.
+                lead.status = "pooled"
+                updates.append(lead)
+                continue
+            owner = rng.choice(free)
             claimed = routed + dt.timedelta(minutes=rng.lognormvariate(2.0, 1.0))
             lead.claimed_at = lead.assigned_at = claimed
             events.append(LeadEvent(lead=lead, kind="claimed", at=claimed, rep=owner, pool=pool))
