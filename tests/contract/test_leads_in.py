@@ -85,7 +85,7 @@ def test_import_numbers_rejected_rows_as_in_a_spreadsheet_and_imports_the_rest(t
 
     assert (summary["rows"], summary["created"], summary["failed"]) == (3, 1, 2)
     assert [(e["row"], e["column"]) for e in summary["errors"]] == [(3, "email"), (4, "score")]
-    assert all(e["message"] for e in summary["errors"])
+    assert all(set(e) == {"row", "column", "message"} and e["message"] for e in summary["errors"])
 
 
 def test_import_exits_0_when_rows_were_rejected(tmp_path):
@@ -159,6 +159,29 @@ def test_an_imported_duplicate_merges_into_the_open_lead_which_keeps_its_owner(t
     assert existing.events.filter(kind="merged").count() == 1
 
 
+def test_the_web_import_runs_as_a_background_job_with_progress(
+    ops_client, settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from routing.models import ImportJob
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # the worker's job, run in-process
+    upload = SimpleUploadedFile("leads.csv", (EXAMPLES / "leads.csv").read_bytes(), content_type="text/csv")
+    ops_client.post("/intake/", {"file": upload, "no_route": "on"})
+    job = ImportJob.objects.get()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        ops_client.post(f"/intake/{job.pk}/start/", {})
+
+    job.refresh_from_db()
+    progress = ops_client.get(f"/intake/{job.pk}/?part=progress", headers={"HX-Request": "true"})
+    assert job.status == "done" and job.rows_done > 0
+    assert progress.status_code == 200 and f"{job.rows_done}" in progress.content.decode()
+    assert Lead.objects.count() > 0
+
+
 # -- the API: create --------------------------------------------------------------------------------------
 
 ALL_FIELDS = {
@@ -198,6 +221,14 @@ def test_a_duplicate_email_answers_200_with_duplicate_of_and_keeps_the_owner(cli
     assert resp.status_code == 200 and resp.json()["duplicate_of"] == existing.pk
     assert Lead.objects.count() == 1 and Lead.objects.get().owner == alice
     assert existing.events.filter(kind="merged").exists()
+
+
+def test_an_email_matching_only_a_closed_lead_creates_a_new_one(client, ops_auth):
+    LeadFactory(email="again@x.example", status="lost")
+
+    resp = post(client, "/api/leads/", {"email": "again@x.example"}, ops_auth)
+
+    assert resp.status_code == 201 and Lead.objects.filter(email="again@x.example").count() == 2
 
 
 def test_invalid_input_answers_422_naming_the_fields(client, ops_auth):

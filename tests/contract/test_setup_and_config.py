@@ -74,6 +74,17 @@ def test_it_reads_secret_key_debug_and_allowed_hosts(tmp_path):
     assert (got["key"], got["debug"], got["hosts"]) == ("s3cret", True, ["leads.example", "127.0.0.1"])
 
 
+def test_a_missing_secret_key_stops_start_up_naming_it(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS and not k.startswith("PYTEST")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", "from django.conf import settings; settings.DEBUG"],
+        env=clean, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    if (ROOT / ".env").exists():
+        pytest.skip("a local .env may set SECRET_KEY")
+    assert proc.returncode != 0 and "SECRET_KEY" in proc.stderr
+
+
 def test_a_dotenv_file_is_honoured():
     # settings.py reads BASE_DIR/.env; proven by reading the code path rather than writing into the repo.
     text = (ROOT / "leadops/settings.py").read_text()
