@@ -75,3 +75,12 @@ def test_it_survives_nonsense_in_the_query_string(manager_client, some_leads):
 def test_it_reads_the_date_range_in_the_chosen_time_zone(manager_client):
     html = manager_client.get("/reports/?start=2026-01-01&end=2026-01-31&tz=Europe/Berlin").content.decode()
     assert "1 Jan 2026 – 31 Jan 2026 · Europe/Berlin" in html
+
+
+@pytest.mark.parametrize("url", ["/reports/", "/reports/fairness/"])
+def test_charts_are_named_images_for_screen_readers(manager_client, some_leads, url):
+    body = manager_client.get(url).content.decode()
+
+    canvases = re.findall(r"<canvas[^>]*>", body)
+    assert canvases
+    assert all('role="img"' in c and "aria-label=" in c for c in canvases)
