@@ -152,3 +152,32 @@ def test_an_unknown_key_exits_2_naming_its_path(tmp_path):
     assert excinfo.value.returncode == 2
     assert "pools[0].colour" in err.getvalue()
     assert not Pool.objects.exists()
+
+
+def test_a_holiday_code_with_a_subdivision_uses_that_regions_days_off(tmp_path):
+    data = json.loads(CONTRACT_EXAMPLE)
+    data["reps"][1]["holidays"] = "DE-BY"
+    data["reps"][2]["holidays"] = "DE-BE"
+    load(tmp_path, data)
+    epiphany = utc("2026-01-06T10:00:00")  # a public holiday in Bavaria, not in Berlin
+
+    assert not schedule_for(Rep.objects.get(user__username="bob")).is_available(epiphany)
+    assert schedule_for(Rep.objects.get(user__username="dora")).is_available(epiphany)
+
+
+def test_time_off_makes_the_rep_unavailable(tmp_path):
+    data = json.loads(CONTRACT_EXAMPLE)
+    data["reps"][1]["time_off"] = [{"start": "2026-12-24T00:00:00Z", "end": "2026-12-27T00:00:00Z"}]
+    load(tmp_path, data)
+    schedule = schedule_for(Rep.objects.get(user__username="bob"))
+
+    assert not schedule.is_available(utc("2026-12-25T12:00:00"))
+    assert schedule.is_available(utc("2026-12-27T12:00:00"))
+
+
+def test_an_inactive_rep_is_not_available(tmp_path):
+    data = json.loads(CONTRACT_EXAMPLE)
+    data["reps"][1]["active"] = False
+    load(tmp_path, data)
+
+    assert not schedule_for(Rep.objects.get(user__username="bob")).is_available(utc("2026-11-23T10:00:00"))

@@ -237,3 +237,15 @@ def test_twenty_concurrent_claims_through_the_api_have_exactly_one_winner(tmp_pa
     assert sorted(codes) == [200] + [409] * 19
     assert LeadEvent.objects.filter(lead=lead, kind="claimed").count() == 1
     assert timezone.now() >= Lead.objects.get(pk=lead.pk).assigned_at
+
+
+def test_a_worked_lead_no_longer_counts_against_the_claim_limit(client, members, tmp_path):
+    leads = pool_leads(tmp_path, "smb", 3)
+    auth = token_for("alice")
+    for lead in leads[:2]:
+        post(client, f"/api/leads/{lead.pk}/claim/", auth)
+
+    client.post(f"/api/leads/{leads[0].pk}/status/", data=json.dumps({"status": "won"}),
+                content_type="application/json", headers=auth)
+
+    assert post(client, f"/api/leads/{leads[2].pk}/claim/", auth).status_code == 200
