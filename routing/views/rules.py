@@ -329,11 +329,13 @@ def rule_delete(request: HttpRequest, pk: int, rule_pk: int) -> HttpResponse:
 @manager_required
 @require_POST
 def rules_reorder(request: HttpRequest, pk: int) -> HttpResponse:
-    """The new order from the drag-and-drop list (`order` = rule ids, top first)."""
+    """The new order from the drag-and-drop list (`order` = rule ids, top first), or the page's
+    order with one rule moved a step (`move` = "<id>:up" or "<id>:down", the keyboard way)."""
     try:
         order = [int(x) for x in request.POST.getlist("order")]
     except ValueError:
         order = []
+    order = _moved(order, request.POST.get("move", ""))
     with transaction.atomic():
         rule_set = _lock_draft(pk)
         if not rule_set.is_editable:
@@ -349,6 +351,19 @@ def rules_reorder(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return TemplateResponse(request, "routing/rules/detail.html#rule-list", context)
     return redirect("rules_detail", pk)
+
+
+def _moved(order: list[int], move: str) -> list[int]:
+    """`order` with the rule named by `move` ("<id>:up" / "<id>:down") swapped with its neighbour."""
+    pk, _, direction = move.partition(":")
+    if not pk.isdigit() or int(pk) not in order or direction not in ("up", "down"):
+        return order
+    i = order.index(int(pk))
+    j = i - 1 if direction == "up" else i + 1
+    if 0 <= j < len(order):
+        order = order.copy()
+        order[i], order[j] = order[j], order[i]
+    return order
 
 
 # -- preview, publish, roll back, history ---------------------------------------------------------

@@ -158,6 +158,32 @@ def test_it_reorders_rules_from_the_drag_and_drop_list(manager_client, draft):
     assert response.content.decode().index("Everyone") < response.content.decode().index("Urgent")
 
 
+def test_a_keyboard_user_moves_a_rule_down_without_dragging(manager_client, draft):
+    urgent, everyone = draft.rules.order_by("position")
+
+    response = manager_client.post(reverse("rules_reorder", args=[draft.pk]),
+                                   {"order": [urgent.pk, everyone.pk], "move": f"{urgent.pk}:down"})
+
+    assert response.status_code == 302
+    assert names(draft) == ["Everyone", "Urgent"]
+
+
+def test_moving_the_top_rule_up_changes_nothing(manager_client, draft):
+    urgent, everyone = draft.rules.order_by("position")
+
+    manager_client.post(reverse("rules_reorder", args=[draft.pk]),
+                        {"order": [urgent.pk, everyone.pk], "move": f"{urgent.pk}:up"})
+
+    assert names(draft) == ["Urgent", "Everyone"]
+
+
+def test_each_rule_has_named_move_buttons(manager_client, draft):
+    body = manager_client.get(reverse("rules_detail", args=[draft.pk])).content.decode()
+
+    assert "Move rule “Urgent” down" in body and "Move rule “Everyone” up" in body
+    assert "Move rule “Urgent” up" not in body
+
+
 def test_it_keeps_the_fallback_last_when_rules_are_added(manager_client, draft):
     manager_client.post(reverse("rules_fallback", args=[draft.pk]),
                         {"target": "candidates", "team": "EMEA", "strategy": "load_balanced"})
