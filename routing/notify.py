@@ -25,7 +25,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -145,10 +146,15 @@ def lead_notify(lead_id: int, kind: str, **context) -> list[int]:
     return [n.pk for n in notices_write([Notice(lead, kind, context)], now=now)]
 
 
-def notices_write(notices: list[Notice], *, now: dt.datetime) -> list[Notification]:
+def notices_write(
+    notices: list[Notice], *, now: dt.datetime, notified_leads: set[int] | None = None
+) -> list[Notification]:
     """Write the rows for many notices in a few statements (a sweep tells hundreds of reps at once):
     one query for the recipients, one INSERT for the rows, one for the in-app `notified` events,
-    and ONE delivery task for everything that must go out now, queued on commit."""
+    and ONE delivery task for everything that must go out now, queued on commit.
+
+    With `notified_leads`, the ids of the leads notified right now are added to it and setting their
+    `notified_at` is left to the caller (a sweep folds it into the UPDATE it makes anyway)."""
     wanted: list[list[int]] = []
     for notice in notices:
         rep_ids = notice.context.get("rep_ids")
@@ -184,7 +190,7 @@ def notices_write(notices: list[Notice], *, now: dt.datetime) -> list[Notificati
     with transaction.atomic(savepoint=False):
         created = Notification.objects.bulk_create(rows)
         # A rep with no email and no webhook is reached in-app only: that row is the delivery.
-        _record_delivered_many(in_app_only, now)
+        _record_delivered_many(in_app_only, now, notified_leads=notified_leads)
         to_send = [n.pk for n in created if n.status == Notification.Status.PENDING and n.next_attempt_at <= now]
         if to_send:
             transaction.on_commit(lambda: _enqueue_all(to_send))
@@ -282,12 +288,14 @@ def _record_delivered(n: Notification, now: dt.datetime) -> None:
     _record_delivered_many([n], now)
 
 
-def _record_delivered_many(rows: list[Notification], now: dt.datetime) -> None:
+def _record_delivered_many(
+    rows: list[Notification], now: dt.datetime, *, notified_leads: set[int] | None = None
+) -> None:
     """The `notified` events of delivered rows, and each lead's first notification time."""
     rows = [n for n in rows if n.lead_id is not None]
     if not rows:
         return
-    LeadEvent.objects.bulk_create([
+    events_insert([
         LeadEvent(
             lead_id=n.lead_id, kind=LeadEvent.Kind.NOTIFIED, at=now, rep_id=n.recipient_id,
             detail={"channel": n.channel, "notification": n.pk, "about": n.kind,
@@ -295,7 +303,32 @@ def _record_delivered_many(rows: list[Notification], now: dt.datetime) -> None:
         )
         for n in rows
     ])
-    Lead.objects.filter(pk__in={n.lead_id for n in rows}, notified_at__isnull=True).update(notified_at=now)
+    lead_ids = {n.lead_id for n in rows}
+    if notified_leads is not None:
+        notified_leads.update(lead_ids)
+    else:
+        Lead.objects.filter(pk__in=lead_ids, notified_at__isnull=True).update(notified_at=now)
+
+
+_EVENT_COLUMNS = ("lead_id", "kind", "at", "actor_id", "rep_id", "rule_id", "pool_id", "detail")
+
+
+def events_insert(events: list[LeadEvent]) -> None:
+    """Insert timeline events in the order given (their ids follow it), without reading ids back.
+
+    On PostgreSQL this is one COPY: a sweep writes thousands of events, and adapting them as
+    statement parameters cost more than the database's own work."""
+    if not events:
+        return
+    if connection.vendor != "postgresql":
+        LeadEvent.objects.bulk_create(events)
+        return
+    with connection.cursor() as cursor, cursor.cursor.copy(
+        f"COPY {LeadEvent._meta.db_table} ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
+    ) as copy:
+        for e in events:
+            copy.write_row((e.lead_id, e.kind, e.at, e.actor_id, e.rep_id, e.rule_id, e.pool_id,
+                            json.dumps(e.detail, cls=DjangoJSONEncoder)))
 
 
 def deliver_pending(now: dt.datetime | None = None, *, limit: int = 1000) -> dict[str, int]:

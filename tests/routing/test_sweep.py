@@ -89,8 +89,9 @@ def test_after_a_clock_jump_every_overdue_lead_is_escalated_once_in_order_of_due
 
 
 @pytest.mark.django_db
-def test_a_crash_mid_sweep_keeps_the_committed_batches_and_the_next_sweep_does_the_rest(rep, monkeypatch):
-    leads = [assigned_lead(rep, due=MONDAY_0905 - i * MINUTE) for i in range(4, 0, -1)]
+def test_a_crash_mid_sweep_keeps_the_committed_batches_and_the_next_sweep_does_the_rest(monkeypatch):
+    # One owner each: a sweep works out one deadline per owner, so each lead makes one call below.
+    leads = [assigned_lead(RepFactory(), due=MONDAY_0905 - i * MINUTE) for i in range(4, 0, -1)]
     monkeypatch.setattr(sla, "SWEEP_BATCH", 2)
     real_due = sla.sla_due_at
     calls = {"n": 0}
@@ -252,3 +253,17 @@ def test_a_sweep_queues_one_delivery_task_for_all_its_emails(monkeypatch, mailou
     assert [func for func, _ in queued] == ["routing.tasks.deliver_notifications"]
     assert len(queued[0][1][0]) == 6
     assert len(mailoutbox) == 6
+
+
+@pytest.mark.django_db
+def test_an_in_app_reminder_marks_the_lead_notified_with_its_event():
+    owner = RepFactory(user__email="")
+    lead = assigned_lead(owner, due=MONDAY_0905)
+
+    sweep_overdue(MONDAY_0905)
+
+    lead.refresh_from_db()
+    assert lead.notified_at == MONDAY_0905
+    notified = lead.events.get(kind=LeadEvent.Kind.NOTIFIED)
+    assert (notified.rep, notified.detail["about"], notified.detail["channel"]) == (owner, "sla_reminder", "in_app")
+    assert list(lead.events.values_list("kind", flat=True)) == ["sla_breached", "escalated", "notified"]
