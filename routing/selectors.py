@@ -116,7 +116,12 @@ FEW_LEADS = 20
 
 
 def roster_for_leads(
-    leads: list[dict], compiled: CompiledRuleSet, now: dt.datetime, *, states: list[CandidateState] | None = None
+    leads: list[dict],
+    compiled: CompiledRuleSet,
+    now: dt.datetime,
+    *,
+    states: list[CandidateState] | None = None,
+    counts: tuple[dict[int, int], dict[int, int]] | None = None,
 ) -> Roster:
     """The roster for routing `leads`, with counts read afresh.
 
@@ -124,12 +129,13 @@ def roster_for_leads(
     already holds them — route_pending loads them once for all its batches, since teams, hours and
     time off do not change between batches of one run; counts do, and are read for every batch.
     For a few leads, counts are loaded only for reps that a rule matching one of them (or the
-    fallback) could consider — the only counts the engine will read.
+    fallback) could consider — the only counts the engine will read. `counts` (open, given in 24 h,
+    by rep id) are used instead of reading them when the caller has just counted.
     """
     base = states if states is not None else candidate_states(now, with_counts=False)
     roster = Roster([replace(c) for c in base])
     wanted: set[int] | None = None
-    if len(leads) <= FEW_LEADS:
+    if counts is None and len(leads) <= FEW_LEADS:
         wanted = set()
         for spec in compiled.all_rules():
             if spec.pool or spec.candidates is None:
@@ -138,7 +144,7 @@ def roster_for_leads(
                 continue
             members, _ = roster.scope(spec.candidates)
             wanted.update(c.rep_id for c in members if c.rep_id is not None)
-    open_counts, given = load_counts(now, wanted)
+    open_counts, given = counts if counts is not None else load_counts(now, wanted)
     for c in roster.candidates:
         c.open_count = open_counts.get(c.rep_id, 0)
         c.given_24h = given.get(c.rep_id, 0)

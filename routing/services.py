@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -290,15 +291,46 @@ def route_leads(
     """
     ids = list(dict.fromkeys(lead_ids))
     counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
-    # The reps (teams, hours, time off) are read once for all batches of a run; their counts per batch.
+    # The reps (teams, hours, time off) are read once for all batches of a run.
     states = (
         selectors.candidate_states(now or timezone.now(), with_counts=False) if len(ids) > ROUTE_BATCH else None
     )
+    loads = _Loads()
     for start in range(0, len(ids), ROUTE_BATCH):
         batch = ids[start:start + ROUTE_BATCH]
-        for key, n in _route_batch(batch, now=now, actor=actor, notify=notify, states=states).items():
+        for key, n in _route_batch(batch, now=now, actor=actor, notify=notify, states=states, loads=loads).items():
             counts[key] += n
     return counts
+
+
+# How long route_leads trusts the open/24 h counts it carried over from its previous batch.
+LOADS_MAX_AGE = 5.0  # seconds
+
+
+class _Loads:
+    """Open leads and leads given in 24 h per rep, carried from one batch of a run to the next.
+
+    Counting every rep's open leads again for each batch costs more than routing the batch once
+    there are 100,000 open leads (the count is a scan of them all). Carried counts include the
+    run's own assignments exactly; what they miss is other workers' claims and manual assignments
+    since the last count, so they are recounted every LOADS_MAX_AGE seconds — a window of the
+    same kind as the one between counting and assigning inside a batch.
+    """
+
+    def __init__(self) -> None:
+        self.counts: tuple[dict[int, int], dict[int, int]] | None = None
+        self.at = 0.0
+
+    def fresh(self) -> tuple[dict[int, int], dict[int, int]] | None:
+        return self.counts if self.counts is not None and time.monotonic() - self.at < LOADS_MAX_AGE else None
+
+    def keep(self, roster: Roster, counted_now: bool) -> None:
+        self.counts = (
+            {c.rep_id: c.open_count for c in roster.candidates if c.rep_id is not None},
+            {c.rep_id: c.given_24h for c in roster.candidates if c.rep_id is not None},
+        )
+        if counted_now:
+            self.at = time.monotonic()
 
 
 def _lock_cursors(loaded: selectors.LoadedRuleSet | None) -> dict[str, RuleCursor]:
@@ -502,7 +534,13 @@ _BATCH_FIELDS = ["id", "routed_at", "first_touch_at", *LEAD_FIELDS]
 
 
 def _route_batch(
-    ids: list[int], *, now: dt.datetime | None, actor, notify: bool, states: list[CandidateState] | None = None
+    ids: list[int],
+    *,
+    now: dt.datetime | None,
+    actor,
+    notify: bool,
+    states: list[CandidateState] | None = None,
+    loads: _Loads | None = None,
 ) -> dict[str, int]:
     counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
     with transaction.atomic():
@@ -523,7 +561,8 @@ def _route_batch(
             _write_events(_unassigned_rows([(lead["id"], _no_rules(None, now)) for lead in data], now, actor))
             counts["unassigned"] = len(data)
             return counts
-        roster = selectors.roster_for_leads(data, loaded.compiled, now, states=states)
+        carried = loads.fresh() if loads is not None and len(data) > selectors.FEW_LEADS else None
+        roster = selectors.roster_for_leads(data, loaded.compiled, now, states=states, counts=carried)
         cursors = {k: CursorState.from_json(r.state) for k, r in rows.items()}
         changed: set[str] = set()
         rng = random.Random()
@@ -576,6 +615,9 @@ def _route_batch(
         events.extend(_unassigned_rows(nobody, now, actor))
         _write_events(events)
         _save_cursors(rows, cursors, changed, roster, now)
+        if loads is not None and len(data) > selectors.FEW_LEADS:
+            # A failed batch raises out of route_leads, taking these counts with it.
+            loads.keep(roster, counted_now=carried is None)
         counts["assigned"] = len(assigned)
         counts["unassigned"] = len(nobody)
         if notify:

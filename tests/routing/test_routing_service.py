@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from reps.models import Rep
-from routing import selectors
+from routing import selectors, services
 from routing.models import Lead, LeadEvent, RuleCursor, RuleSet
 from routing.services import (
     LeadError,
@@ -77,6 +77,14 @@ def test_routing_writes_a_routed_event_with_the_explanation(abc):
     assert selectors.explanation_expand(event.detail)["tried"][0]["candidates"][0] == {
         "rep": "a", "chosen": True, "reason": "chosen: next in turn (first turn of this rule)"}
     assert (lead.status, lead.rule.name, lead.assigned_at) == ("assigned", "Everyone", WEDNESDAY)
+
+
+def test_a_run_of_many_batches_stops_at_capacity(db, monkeypatch):
+    monkeypatch.setattr(services, "ROUTE_BATCH", 25)  # above FEW_LEADS: batches carry counts forward
+    RepFactory(user__username="a", capacity=30)
+    publish(RR)
+    leads = [LeadFactory() for _ in range(70)]
+    assert route_leads([lead.pk for lead in leads], now=WEDNESDAY) == {"assigned": 30, "pooled": 0, "unassigned": 40}
 
 
 def test_the_sla_runs_in_the_owners_working_minutes(db):
