@@ -86,10 +86,22 @@ def test_a_missing_secret_key_stops_start_up_naming_it(tmp_path):
     assert proc.returncode != 0 and "SECRET_KEY" in proc.stderr
 
 
-def test_a_dotenv_file_is_honoured():
-    # settings.py reads BASE_DIR/.env; proven by reading the code path rather than writing into the repo.
-    text = (ROOT / "leadops/settings.py").read_text()
-    assert "read_env(BASE_DIR / \".env\"" in text
+def test_a_dotenv_file_is_honoured(tmp_path):
+    # settings.py reads BASE_DIR/.env; a copy of it in a scratch project reads that project's .env,
+    # so the real repository never gets a .env that would change other runs.
+    package = tmp_path / "envprobe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text((ROOT / "leadops/settings.py").read_text())
+    (tmp_path / ".env").write_text("TIME_ZONE=Asia/Tokyo\nREDIS_URL=redis://from-dotenv:6379/1\nSECRET_KEY=k\n")
+    clean = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS and not k.startswith("PYTEST")}
+    clean.update({"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    code = "import envprobe.settings as s; print(s.TIME_ZONE, s.Q_CLUSTER.get('redis'))"
+    proc = subprocess.run([sys.executable, "-c", code], env=clean, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["Asia/Tokyo", "redis://from-dotenv:6379/1"]
 
 
 def make_dry_run(target: str) -> str:
