@@ -249,3 +249,14 @@ def test_a_worked_lead_no_longer_counts_against_the_claim_limit(client, members,
                 content_type="application/json", headers=auth)
 
     assert post(client, f"/api/leads/{leads[2].pk}/claim/", auth).status_code == 200
+
+
+def test_a_pool_timeout_swept_twice_at_the_same_now_is_taken_once(timed, tmp_path):
+    Pool.objects.filter(pk=timed.pk).update(on_timeout="shotgun")
+    lead = pool_leads(tmp_path, "smb", 1)[0]
+    sweep_after(lead, 11)
+    before = list(LeadEvent.objects.order_by("pk").values_list("pk", "kind"))
+
+    sweep_after(lead, 11)
+
+    assert list(LeadEvent.objects.order_by("pk").values_list("pk", "kind")) == before
