@@ -5,7 +5,6 @@ Nothing here knows about leads (dependencies point reports → routing → reps)
 
 from __future__ import annotations
 
-import datetime as dt
 import fnmatch
 import zoneinfo
 from functools import cached_property
@@ -181,7 +180,3 @@ class TimeOff(models.Model):
     def clean(self) -> None:
         if self.start and self.end and self.end <= self.start:
             raise ValidationError("Time off must end after it starts.")
-
-
-def shift_tuple(start: dt.time, end: dt.time) -> tuple[str, str]:
-    return (start.strftime("%H:%M"), end.strftime("%H:%M"))
