@@ -82,3 +82,24 @@ def test_the_lead_change_page_timeline_does_not_query_per_event(manager_client, 
 
     with django_assert_max_num_queries(baseline):
         manager_client.get(f"/admin/routing/lead/{many.pk}/change/")
+
+
+def test_a_reps_own_numbers_do_not_query_per_lead(client, rep, django_assert_max_num_queries):
+    client.force_login(rep.user)
+    busy_org(2, rep)
+    baseline = cost(client, "/reports/me/")
+    busy_org(20, rep)
+
+    with django_assert_max_num_queries(baseline):
+        client.get("/reports/me/")
+
+
+def test_the_intake_history_does_not_query_per_import(ops_client, ops_user, django_assert_max_num_queries):
+    from routing.models import ImportJob
+
+    ImportJob.objects.create(original_name="a.csv", created_by=ops_user)
+    baseline = cost(ops_client, "/intake/")
+    ImportJob.objects.bulk_create(ImportJob(original_name=f"{i}.csv", created_by=ops_user) for i in range(20))
+
+    with django_assert_max_num_queries(baseline):
+        ops_client.get("/intake/")
