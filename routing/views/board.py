@@ -138,13 +138,16 @@ def board_poll(request: HttpRequest) -> HttpResponse:
     shown = {int(x) for x in request.GET.getlist("shown") if x.isdigit()}
     seen = {int(x) for x in request.GET.getlist("announced") if x.isdigit()}
     announcements = list(_announcements(rep))
+    pools = _my_pools(rep)
     gone = []
     if shown:
+        # Only rows of the rep's own pools: `shown` comes from the client and must not reveal
+        # the company or owner of any other lead id.
         gone = list(
-            Lead.objects.filter(pk__in=shown).exclude(status=Lead.Status.POOLED, owner__isnull=True)
+            Lead.objects.filter(pk__in=shown, pool__in=[p.pk for p in pools])
+            .exclude(status=Lead.Status.POOLED, owner__isnull=True)
             .select_related("owner__user", "pool")
         )
-    pools = _my_pools(rep)
     waiting_total = sum(p.waiting for p in pools)
     if not gone and {a.lead_id for a in announcements} == seen and request.GET.get("waiting") == str(waiting_total):
         return HttpResponse(status=204)

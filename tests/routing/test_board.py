@@ -276,3 +276,13 @@ def test_the_lead_page_links_the_owner_to_why_it_came_to_them(rep_client, rep):
     response = rep_client.get(f"/board/leads/{lead.pk}/")
 
     assert f'href="/leads/{lead.pk}/explain/"' in response.content.decode()
+
+
+def test_poll_reveals_nothing_about_a_lead_outside_my_pools(rep_client, rep, other_rep):
+    PoolFactory(members=[rep])
+    secret = LeadFactory(owner=other_rep, status=Lead.Status.ASSIGNED, company="Secret Deal Co")
+
+    response = rep_client.get("/board/poll/", {"shown": [secret.pk], "waiting": 0}, **HX)
+
+    assert response.status_code == 204
+    assert b"Secret Deal Co" not in response.content
