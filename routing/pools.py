@@ -251,7 +251,7 @@ def _lead_from_row(values) -> Lead:
 
 
 @functools.cache
-def _claim_sql() -> str:
+def _claim_sql(relaxed: bool) -> str:
     from django.contrib.auth import get_user_model
 
     from reps.models import Rep as RepModel
@@ -260,7 +260,7 @@ def _claim_sql() -> str:
     lead, events = Lead._meta.db_table, LeadEvent._meta.db_table
     members = PoolMembership._meta.db_table
     columns = ", ".join(f"l.{c}" for c in _lead_columns())
-    return f"""
+    sql = f"""
         SELECT 1 FROM {members}
         WHERE rep_id = %(rep)s AND pool_id = (SELECT pool_id FROM {lead} WHERE id = %(lead)s)
         FOR UPDATE;
@@ -302,23 +302,47 @@ def _claim_sql() -> str:
             SELECT won.id, 'claimed', %(now)s, %(actor)s, %(rep)s, NULL, cur.pool_id,
                    jsonb_build_object('held', (SELECT n FROM held) + 1, 'limit', cur.p_limit)
             FROM won, cur
+        ), taken AS (
+            -- Already someone else's when this statement started: the refusal is written right here.
+            SELECT cur.id, cur.pool_id, cur.o_username,
+                   COALESCE(NULLIF(btrim(cur.o_first || ' ' || cur.o_last), ''), cur.o_username) AS who,
+                   COALESCE(cur.claimed_at, cur.assigned_at, %(now)s) AS since
+            FROM cur WHERE cur.member AND cur.owner_id IS NOT NULL AND cur.owner_id <> %(rep)s
+        ), refused AS (
+            INSERT INTO {events} (lead_id, kind, at, actor_id, rep_id, rule_id, pool_id, detail)
+            SELECT id, 'claim_refused', %(now)s, %(actor)s, %(rep)s, NULL, pool_id, jsonb_build_object(
+                'reason', 'taken', 'owner', o_username, 'owner_name', who, 'claimed_at', to_jsonb(since),
+                'message', 'Already claimed by ' || who || ' at '
+                           || to_char(since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC.')
+            FROM taken
+            RETURNING detail
         )
-        SELECT cur.*, (SELECT count(*) FROM won), (SELECT n FROM held), (SELECT n FROM daily) FROM cur"""
+        SELECT cur.*, (SELECT count(*) FROM won), (SELECT n FROM held), (SELECT n FROM daily),
+               (SELECT detail::text FROM refused)
+        FROM cur"""
+    if relaxed:
+        # Nothing changed hands (a refusal, a double click): commit without waiting for the WAL
+        # flush — see _refuse_fast. A claim always waits. This statement sees the one before it.
+        sql += f""";
+        SELECT set_config('synchronous_commit', 'off', true)
+        WHERE NOT EXISTS (SELECT 1 FROM {lead} WHERE id = %(lead)s AND owner_id = %(rep)s
+                          AND claimed_at = %(now)s)"""
+    return sql
 
 
 def _claim_postgres(lead_id: int, rep: Rep, actor, now: dt.datetime, due: dt.datetime | None = None) -> Lead:
     params = {"lead": lead_id, "rep": rep.pk, "now": now, "due": due, "since": now - dt.timedelta(hours=24),
               "actor": getattr(actor, "pk", None)}
     with connection.cursor() as cursor:
-        cursor.execute(_claim_sql(), params)
+        cursor.execute(_claim_sql(not connection.in_atomic_block), params)
         cursor.nextset()
         row = cursor.fetchone()
         if row is None:
             raise Lead.DoesNotExist("No such lead.")
         n = len(_lead_columns())
         lead = _lead_from_row(row[:n])
-        (name, mode, limit, cap, window, on_timeout, pool_sla, sla, owner_username, owner_first, owner_last,
-         member, won, held, claimed_today) = row[n:]
+        (name, mode, limit, cap, window, on_timeout, pool_sla, sla, _owner, _first, _last,
+         member, won, held, claimed_today, refused) = row[n:]
         if lead.pool_id is None or not member:
             raise NotAMember("You are not a member of the pool this lead is in.")
         pool = Pool(id=lead.pool_id, name=name, mode=mode, claim_limit=limit, daily_claim_cap=cap,
@@ -333,14 +357,10 @@ def _claim_postgres(lead_id: int, rep: Rep, actor, now: dt.datetime, due: dt.dat
         if lead.owner_id == rep.pk:
             lead.owner = rep  # a double click: already theirs
             return lead
-        if lead.owner_id is not None:
-            # "Taken by X" tells the rep more than their own limit would.
-            who = f"{owner_first} {owner_last}".strip() or owner_username
-            when = lead.claimed_at or lead.assigned_at or now
-            raise _refuse_fast(
-                cursor, lead.pk, pool, rep, actor, now, f"Already claimed by {who} at {when:%Y-%m-%d %H:%M} UTC.",
-                "taken", owner=owner_username, owner_name=who, claimed_at=when.isoformat(),
-            )
+        if refused is not None:
+            # "Taken by X" tells the rep more than their own limit would; the statement wrote the event.
+            detail = json.loads(refused)
+            raise ClaimRefused(detail.pop("message"), **detail)
         if lead.status != Lead.Status.POOLED:
             raise _refuse_fast(cursor, lead.pk, pool, rep, actor, now, "This lead is no longer waiting in the pool.",
                                "not_waiting", status=lead.status)

@@ -196,3 +196,17 @@ def test_a_taken_lead_says_who_took_it_even_when_i_am_at_my_limit(rep, other_rep
         lead_claim(taken, rep=rep)
 
     assert refused.value.reason == "taken"
+
+
+def test_the_taken_refusal_event_records_the_same_message_and_the_owner(rep, other_rep):
+    pool = PoolFactory(members=[rep, other_rep])
+    lead = pooled(pool)
+    lead_claim(lead, rep=other_rep, now=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC))
+
+    with pytest.raises(ClaimRefused) as refused:
+        lead_claim(lead, rep=rep, now=dt.datetime(2026, 11, 23, 9, 31, tzinfo=dt.UTC))
+
+    event = lead.events.get(kind=LeadEvent.Kind.CLAIM_REFUSED)
+    assert event.detail["message"] == str(refused.value)
+    assert (event.rep, event.pool, event.detail["owner"]) == (rep, pool, other_rep.username)
+    assert event.detail["owner_name"] == other_rep.display_name
