@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 
 import pytest
 from django.urls import reverse
@@ -91,3 +92,11 @@ def test_without_htmx_the_actions_come_back_to_the_queue_with_a_message(manager_
                                    follow=True)
     assert response.redirect_chain[-1][0] == reverse("unassigned")
     assert "Assigned to" in response.content.decode()
+
+
+def test_each_rows_controls_name_their_lead_for_screen_readers(manager_client, stuck):
+    body = manager_client.get(reverse("unassigned")).content.decode()
+
+    older = html.escape(str(stuck["older"]))
+    assert f'aria-label="Route {older} now"' in body
+    assert f'aria-label="Assign {older} to"' in body
