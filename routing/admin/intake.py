@@ -14,6 +14,7 @@ from routing.models.intake import hash_token
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "scope", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_select_related = ["user"]
     list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "user__username", "prefix"]
     actions = ["revoke"]
@@ -46,6 +47,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
     list_display = ["original_name", "status", "total_rows", "created", "merged", "failed", "created_by", "created_at"]
+    list_select_related = ["created_by"]
     list_filter = ["status"]
     search_fields = ["original_name", "source"]
     readonly_fields = [f.name for f in ImportJob._meta.fields]

@@ -103,3 +103,25 @@ def test_the_intake_history_does_not_query_per_import(ops_client, ops_user, djan
 
     with django_assert_max_num_queries(baseline):
         ops_client.get("/intake/")
+
+
+def _tokens_and_jobs(n: int, users) -> None:
+    from routing.models import ApiToken, ImportJob
+
+    for i in range(n):
+        user = users[i % len(users)]
+        ApiToken.issue(user, name=f"token {ApiToken.objects.count()}")
+        ImportJob.objects.create(original_name=f"{i}.csv", created_by=user)
+
+
+@pytest.mark.parametrize("url", ["/admin/routing/apitoken/", "/admin/routing/importjob/", "/admin/reps/rep/",
+                                 "/admin/routing/pool/", "/admin/routing/notification/"])
+def test_an_admin_changelist_does_not_query_per_row(manager_client, manager, rep, url, django_assert_max_num_queries):
+    busy_org(2, rep)
+    _tokens_and_jobs(2, [manager, rep.user])
+    baseline = cost(manager_client, url)
+    busy_org(10, rep)
+    _tokens_and_jobs(10, [RepFactory().user for _ in range(10)])
+
+    with django_assert_max_num_queries(baseline):
+        manager_client.get(url)
