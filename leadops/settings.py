@@ -3,6 +3,7 @@
 A malformed variable stops start-up with its name: django-environ raises ImproperlyConfigured.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,8 @@ env = environ.Env(
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env("DEBUG")
-TESTING = "pytest" in sys.modules
+# pytest (8.2+) sets PYTEST_VERSION for the whole session; importing pytest elsewhere does not.
+TESTING = "PYTEST_VERSION" in os.environ
 # Commands that never sign anything (schema and static checks) run without a real key.
 OFFLINE_COMMAND = sys.argv[1:2] in (["makemigrations"], ["check"], ["collectstatic"], ["showmigrations"])
 # A fixed development key is only acceptable in development and tests; production must set SECRET_KEY.
@@ -98,8 +100,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DATABASES["default"].setdefault("TEST", {})
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Behind HTTPS in production (DEBUG off): cookies only over TLS, trust the proxy's scheme header.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not (DEBUG or TESTING))
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -128,7 +141,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 REDIS_URL = env("REDIS_URL")
 Q_CLUSTER = {
-    "name": "leadops.apps.LeadOpsConfig",
+    "name": "leadops",
     "workers": 2,
     "timeout": 120,
     "retry": 180,
