@@ -18,11 +18,11 @@ from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_q.tasks import async_task
 
 from leadops.roles import ops_required
 from routing.csvio import IGNORE, TARGETS, CsvUnreadable, open_csv, safe_cell
 from routing.models import ImportJob
+from routing.tasks import enqueue
 
 PREVIEW_ROWS = 8
 DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
@@ -159,8 +159,8 @@ def intake_start(request: HttpRequest, pk: int) -> HttpResponse:
         job.queued_at = timezone.now()
         job.save(update_fields=["mapping", "queued_at"])
         # Enqueue after commit so the worker never looks for a job row that is not there yet.
-        transaction.on_commit(lambda: async_task("routing.intake_tasks.run_import_job", job.pk,
-                                                 task_name=f"import-{job.pk}"))
+        transaction.on_commit(lambda: enqueue("routing.intake_tasks.run_import_job", job.pk,
+                                              task_name=f"import-{job.pk}"))
         messages.success(request, f"Importing {job.original_name} in the background.")
     return redirect("intake_job", pk=job.pk)
 
