@@ -59,6 +59,7 @@ class _Row:
     data: dict[str, Any]
     merges: list[_Row] = field(default_factory=list)
     lead_id: int | None = None
+    copy_body: str | None = None  # the PostgreSQL COPY text of its values, made while parsing
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -133,7 +134,7 @@ class Importer:
                 return None
         if not data["source"]:
             data["source"] = self.source
-        return _Row(row, data)
+        return _Row(row, data, copy_body=_copy_body(data) if self._copy_text else None)
 
     def _clean_slow(
         self, csvfile: CsvFile, plan: list[tuple[int, str, str]], row: int, cells: list[str]
@@ -175,6 +176,7 @@ class Importer:
             for chunk in _chunks(csvfile.records, self.chunk_rows)
         )
         self._done = 0
+        self._copy_text = not self.dry_run and connection.vendor == "postgresql"
         if self.dry_run or connection.vendor != "postgresql" or connection.in_atomic_block:
             for n, valid in parsed:
                 self._consume(n, valid)
@@ -266,7 +268,8 @@ class Importer:
             creators, into_existing = self._dedupe(valid, existing)
             for c in creators:
                 for dup in c.merges:
-                    _fill_blanks(c.data, dup.data)
+                    if _fill_blanks(c.data, dup.data) or dup.data.get("extra"):
+                        c.copy_body = None  # its values changed since they were formatted
             if connection.vendor == "postgresql":
                 merged = _write_chunk_pg(creators, into_existing, source=self.source, job=self.job)
             else:
@@ -411,7 +414,7 @@ _TEXT_FIELDS = [f for f in FIELDS if f not in ("company_size", "score", "value",
 _LEAD_COPY = ["id", *_TEXT_FIELDS, "company_size", "score", "value", "received_at", "extra", "merged_count",
               "import_job_id", "status", "escalation_step", "reassign_count", "pool_stage", "created_at",
               "updated_at"]
-_LEAD_TABS = len(_LEAD_COPY) - 1
+_BODY_TABS = len(_TEXT_FIELDS) + 4
 _seq_names: dict[str, str] = {}
 
 
@@ -423,6 +426,29 @@ def _copy_value(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     return str(value)
+
+
+def _copy_body(d: dict[str, Any]) -> str:
+    """A lead's COPY text from email to extra (the columns between id and merged_count).
+
+    Formatted by hand rather than by psycopg's per-value adapters: a clean row is one join, and only a
+    row with a tab, newline, backslash or NUL in a value takes the escaping path.
+    """
+    size, score, value, extra = d["company_size"], d["score"], d["value"], d["extra"]
+    body = "\t".join((
+        d["email"], d["first_name"], d["last_name"], d["phone"], d["company"], d["title"], d["country"],
+        d["region"], d["postcode"], d["industry"], d["product"], d["source"], d["priority"],
+        "\\N" if size is None else str(size), "\\N" if score is None else str(score),
+        "\\N" if value is None else str(value), d["received_at"].isoformat(), json.dumps(extra) if extra else "{}",
+    ))
+    # Clean unless a value holds a tab (too many tabs), a backslash (more than the \N NULLs), a line
+    # break or a NUL; then every value is escaped one by one.
+    if body.count("\t") != _BODY_TABS or body.count("\\") != (size is None) + (score is None) + (value is None) \
+            or "\n" in body or "\r" in body or "\x00" in body:
+        body = "\t".join(_copy_value(v) for v in (
+            *(d[name] for name in _TEXT_FIELDS), size, score, value, d["received_at"], json.dumps(extra),
+        ))
+    return body
 
 
 def _lead_ids(cur, n: int) -> list[int]:
@@ -443,8 +469,8 @@ def _write_chunk_pg(
     straight into the real tables (no staging table, no INSERT … SELECT), plus one UPDATE for the
     leads that duplicates merged into. Returns the number of merged events.
 
-    The COPY text is formatted here rather than by psycopg's per-value adapters: a clean row is one
-    join, and only a row with a tab, newline, backslash or NUL in it takes the escaping path.
+    Each lead's COPY text was formatted by the parsing thread (`_copy_body`): this thread keeps the
+    database busy, so it only adds the id and the merge count.
     """
     now = timezone.now()
     now_iso = now.isoformat()
@@ -456,33 +482,12 @@ def _write_chunk_pg(
             ids = _lead_ids(cur, len(creators))
             job_id = str(job.pk) if job else "\\N"
             tail = f"\t{job_id}\tunassigned\t0\t0\t\t{now_iso}\t{now_iso}\n"
-            iso_of: dict[dt.datetime, str] = {}
             lines: list[str] = []
             for pk, r in zip(ids, creators, strict=True):
                 r.lead_id = pk
-                d = r.data
-                received = d["received_at"]
-                if (at := iso_of.get(received)) is None:
-                    at = iso_of[received] = received.isoformat()
-                size, score, value = d["company_size"], d["score"], d["value"]
-                extra = d["extra"]
-                line = "\t".join((
-                    str(pk), d["email"], d["first_name"], d["last_name"], d["phone"], d["company"], d["title"],
-                    d["country"], d["region"], d["postcode"], d["industry"], d["product"], d["source"],
-                    d["priority"], "\\N" if size is None else str(size), "\\N" if score is None else str(score),
-                    "\\N" if value is None else str(value), at, json.dumps(extra) if extra else "{}",
-                    str(len(r.merges)),
-                ))
-                # Clean unless a value holds a tab (too many tabs), a backslash (more than the \N NULLs), a
-                # line break or a NUL; then every value is escaped one by one.
-                nulls = (size is None) + (score is None) + (value is None)
-                if line.count("\t") != _LEAD_TABS - 7 or line.count("\\") != nulls or "\n" in line \
-                        or "\r" in line or "\x00" in line:
-                    line = "\t".join(_copy_value(v) for v in (
-                        pk, *(d[name] for name in _TEXT_FIELDS), size, score, value, received,
-                        json.dumps(extra), len(r.merges),
-                    ))
-                lines.append(line + tail)
+                body = r.copy_body or _copy_body(r.data)
+                lines.append(f"{pk}\t{body}\t{len(r.merges)}{tail}")
+                at = r.data["received_at"].isoformat()
                 events.append(f'{pk}\treceived\t{at}\t{{"row": {r.row}, "source": {source_json}}}\n')
                 for dup in r.merges:
                     events.append(_merge_line(pk, dup, now_iso, source_json))

@@ -117,3 +117,14 @@ def test_each_created_lead_gets_a_received_event_with_its_row_and_each_duplicate
     assert received.at == a.received_at
     assert merged.detail == {"source": "odd.csv", "row": 4, "email": "a@x.example"}
     assert a.merged_count == 1
+
+
+@pytest.mark.django_db
+def test_an_in_file_duplicate_fills_the_blanks_of_the_lead_it_merges_into(tmp_path):
+    rows = [["fill@x.example", "", ""], ["FILL@x.example", "Acme", "extra note"]]
+    summary = _import(tmp_path, ["email", "company", "Notes"], rows)
+
+    lead = Lead.objects.get(email="fill@x.example")
+    assert summary["created"] == 1 and summary["merged"] == 1
+    assert lead.company == "Acme"
+    assert lead.extra == {"Notes": "extra note"}
