@@ -610,9 +610,18 @@ def pool_timeout_sweep(now: dt.datetime | None = None) -> dict[str, int]:
 # -- read side for the manager's pages ------------------------------------------------------------
 
 
-def hoarded_leads(pool: Pool, now: dt.datetime):
-    """Leads claimed from `pool` and not touched within their SLA (or a default window without one)."""
+def _hoarded(now: dt.datetime):
     return Lead.objects.filter(
         Q(sla_due_at__lt=now) | Q(sla_due_at__isnull=True, claimed_at__lt=now - HOARD_AFTER_WITHOUT_SLA),
-        pool=pool, claimed_at__isnull=False, first_touch_at__isnull=True, status=Lead.Status.ASSIGNED,
+        claimed_at__isnull=False, first_touch_at__isnull=True, status=Lead.Status.ASSIGNED,
     )
+
+
+def hoarded_leads(pool: Pool, now: dt.datetime):
+    """Leads claimed from `pool` and not touched within their SLA (or a default window without one)."""
+    return _hoarded(now).filter(pool=pool)
+
+
+def hoarded_counts(now: dt.datetime) -> dict[int, int]:
+    """Hoarded leads per pool id, in one grouped query (for the managers' pools overview)."""
+    return dict(_hoarded(now).filter(pool__isnull=False).values_list("pool_id").annotate(n=Count("id")))

@@ -279,7 +279,8 @@ def pools_overview(request: HttpRequest) -> HttpResponse:
         .values_list("pool_id")
         .annotate(n=Count("id"))
     )
-    rows = [(p, claimed_today.get(p.pk, 0), pool_services.hoarded_leads(p, now).count()) for p in pools]
+    hoarded = pool_services.hoarded_counts(now)
+    rows = [(p, claimed_today.get(p.pk, 0), hoarded.get(p.pk, 0)) for p in pools]
     return TemplateResponse(request, "routing/board/pools.html", {"rows": rows, "now": now})
 
 

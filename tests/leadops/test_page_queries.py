@@ -59,9 +59,7 @@ def test_the_board_does_not_query_per_lead_or_pool(client, rep, django_assert_ma
 
 
 @pytest.mark.parametrize("url", ["/admin/routing/lead/", "/reports/", "/reports/speed/", "/reports/sla/",
-                                 "/reports/conversion/", "/reports/fairness/", "/unassigned/", "/rules/",
-                                 pytest.param("/pools/", marks=pytest.mark.xfail(
-                                     strict=True, reason="routing.pools.hoarded_leads counts one pool per query"))])
+                                 "/reports/conversion/", "/reports/fairness/", "/unassigned/", "/rules/", "/pools/"])
 def test_a_manager_list_page_does_not_query_per_row(manager_client, rep, url, django_assert_max_num_queries):
     busy_org(2, rep)
     baseline = cost(manager_client, url)
