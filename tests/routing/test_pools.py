@@ -188,6 +188,9 @@ def test_pool_page_flags_a_rep_hoarding_untouched_leads(manager_client, rep, oth
     assert hoarding == {rep.pk: 1, other_rep.pk: 0}
     assert "untouched past SLA" in page.content.decode()
 
+    overview = manager_client.get("/pools/")
+    assert [(p.pk, hoarded) for p, _, hoarded in overview.context["rows"]] == [(pool.pk, 1)]
+
 
 def test_a_manager_takes_a_lead_back_from_the_pool_page(manager_client, rep):
     pool = PoolFactory(members=[rep])
