@@ -224,6 +224,9 @@ class Importer:
             created_ids = self._write_chunk(valid)
             if self.route and created_ids:
                 self._route(created_ids)
+            else:
+                # Not routed means left unassigned, so created == assigned + pooled + unassigned holds.
+                self.result.unassigned += len(created_ids)
         self._done += n
         if self.on_progress:
             self.on_progress(self.result, self._done)

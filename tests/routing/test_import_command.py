@@ -52,6 +52,14 @@ def test_it_prints_exactly_the_contract_summary_keys(tmp_path):
     assert summary["rows"] == 1 and summary["created"] == 1
 
 
+def test_leads_imported_without_routing_are_counted_as_unassigned(tmp_path):
+    rows = [[f"n{i}@x.example", "A", "B", "Co", "DE", "10", "normal"] for i in range(3)]
+    summary = run_import(write_csv(tmp_path, rows), "--no-route")
+
+    assert (summary["assigned"], summary["pooled"], summary["unassigned"]) == (0, 0, 3)
+    assert Lead.objects.filter(status="unassigned").count() == 3
+
+
 def test_it_creates_119_merges_78_and_rejects_3_in_scenario_9(tmp_path):
     rows = []
     for i in range(80):
