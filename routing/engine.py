@@ -338,6 +338,9 @@ class Decision:
 
     def explanation(self) -> dict[str, Any]:
         """JSON-serialisable: what was decided and why, rule by rule and candidate by candidate."""
+        return {**self._header(), "tried": self._tried_json()}
+
+    def _header(self) -> dict[str, Any]:
         return {
             "outcome": self.outcome,
             "rule": self.rule.name if self.rule else None,
@@ -347,7 +350,6 @@ class Decision:
             "summary": self.summary(),
             "ruleset_version": self.version,
             "at": self.now.isoformat() if self.now else None,
-            "tried": self._tried_json(),
         }
 
     def compact_explanation(self) -> dict[str, Any]:
@@ -357,14 +359,7 @@ class Decision:
         and worded only when someone reads them (`expand_tried`). Storing the words for every lead
         of a 100,000-lead batch cost more than routing it."""
         return {
-            "outcome": self.outcome,
-            "rule": self.rule.name if self.rule else None,
-            "rule_index": self.rule_label,
-            "rep": self.rep_username,
-            "pool": self.pool_name,
-            "summary": self.summary(),
-            "ruleset_version": self.version,
-            "at": self.now.isoformat() if self.now else None,
+            **self._header(),
             "trace": [s.to_compact() if isinstance(s, RuleTrace) else s[1] for s in self.steps],
         }
 
