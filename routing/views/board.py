@@ -149,12 +149,17 @@ def board_poll(request: HttpRequest) -> HttpResponse:
             .select_related("owner__user", "pool")
         )
     waiting_total = sum(p.waiting for p in pools)
-    if not gone and {a.lead_id for a in announcements} == seen and request.GET.get("waiting") == str(waiting_total):
+    known = request.GET.get("waiting", "")
+    if not gone and {a.lead_id for a in announcements} == seen and known == str(waiting_total):
         return HttpResponse(status=204)
+    # More waiting than the page knew of: offer to redraw the table (rows are not pushed in, so the
+    # rep's sort, filters and page do not shift under the pointer).
+    arrived = known.isdigit() and waiting_total > int(known)
     return TemplateResponse(
         request,
         "routing/board.html#poll",
-        {"rep": rep, "announcements": announcements, "gone": gone, "waiting_total": waiting_total},
+        {"rep": rep, "announcements": announcements, "gone": gone, "waiting_total": waiting_total,
+         "arrived": arrived},
     )
 
 

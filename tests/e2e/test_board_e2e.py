@@ -78,3 +78,21 @@ def test_claiming_works_with_the_keyboard_only(logged_in, rep):
 
     expect(page.locator(f"#pool-row-{lead.pk}")).to_contain_text("Yours")
     assert Lead.objects.get(pk=lead.pk).owner == rep
+
+
+def test_a_lead_arriving_in_the_pool_can_be_shown_and_claimed_without_reload(logged_in, rep):
+    pool = PoolFactory(name="smb", members=[rep])
+    pooled(pool, company="Early Co")
+    page = logged_in(rep.user, "/board/")
+    expect(page.locator("#pool-table")).to_contain_text("Early Co")
+    mark_page(page)
+
+    fresh = pooled(pool, company="Fresh Arrival GmbH")
+
+    page.get_by_role("button", name="New leads arrived — show them").click(timeout=LIVE)
+    expect(page.locator(f"#pool-row-{fresh.pk}")).to_contain_text("Fresh Arrival GmbH")
+    expect(page.get_by_role("button", name="New leads arrived — show them")).to_have_count(0)
+    page.locator(f"#claim-{fresh.pk}").click()
+    expect(page.locator("#my-leads")).to_contain_text("Fresh Arrival GmbH")
+    assert_not_reloaded(page)
+    assert Lead.objects.get(pk=fresh.pk).owner == rep

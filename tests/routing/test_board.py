@@ -201,6 +201,31 @@ def test_poll_updates_the_waiting_count_when_new_leads_arrive(rep_client, rep):
     assert '<span id="waiting-total" hx-swap-oob="true">2</span>' in response.content.decode()
 
 
+def test_poll_offers_to_show_leads_that_arrived_since_the_page_was_drawn(rep_client, rep):
+    pool = PoolFactory(members=[rep])
+    first = pooled(pool)
+    board = rep_client.get("/board/").content.decode()
+    assert f"pool-row-{first.pk}" in board
+    fresh = pooled(pool)
+
+    poll = rep_client.get("/board/poll/", {"shown": [first.pk], "waiting": 1}, **HX).content.decode()
+    assert 'id="new-leads"' in poll and "New leads arrived" in poll
+
+    table = rep_client.get("/board/", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="pool-table").content.decode()
+    assert f"pool-row-{fresh.pk}" in table and "New leads arrived" not in table
+
+
+def test_poll_does_not_offer_new_leads_when_the_pool_only_shrank(rep_client, rep, other_rep):
+    pool = PoolFactory(members=[rep, other_rep])
+    lead = pooled(pool)
+    pooled(pool)
+    lead_claim(lead, rep=other_rep)
+
+    poll = rep_client.get("/board/poll/", {"shown": [lead.pk], "waiting": 2}, **HX).content.decode()
+
+    assert "New leads arrived" not in poll
+
+
 def test_poll_swaps_out_a_row_someone_else_claimed(rep_client, rep, other_rep):
     pool = PoolFactory(members=[rep, other_rep])
     lead = pooled(pool)
