@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.test import Client
 
 from routing.models import ApiToken, IdempotencyRecord, Lead, LeadEvent
+from tests.concurrency import run_at_once
 from tests.factories import LeadFactory, PoolFactory, RepFactory
 
 pytestmark = pytest.mark.django_db
@@ -133,24 +132,14 @@ def test_the_same_key_with_a_different_body_is_a_409(client, ops_auth):
 @pytest.mark.django_db(transaction=True)
 def test_ten_concurrent_repeats_of_one_key_create_exactly_one_lead(ops_user):
     headers = {**bearer(ops_user), "Idempotency-Key": "burst-1"}
-    barrier = threading.Barrier(10)
-    statuses: list[int] = []
-    ids: list[int] = []
 
     def send():
-        try:
-            barrier.wait()
-            resp = post(Client(), "/api/leads/", {"email": "burst@lead.example"}, headers)
-            statuses.append(resp.status_code)
-            ids.append(resp.json()["id"])
-        finally:
-            connection.close()
+        resp = post(Client(), "/api/leads/", {"email": "burst@lead.example"}, headers)
+        return resp.status_code, resp.json()["id"]
 
-    threads = [threading.Thread(target=send) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_at_once(send, threads=10)
+    statuses = [status for status, _ in results]
+    ids = [lead_id for _, lead_id in results]
 
     assert Lead.objects.count() == 1
     assert IdempotencyRecord.objects.count() == 1

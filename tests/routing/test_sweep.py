@@ -6,16 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import threading
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import OperationalError, connection
+from django.db import OperationalError
 
 from routing import sla
 from routing.models import Lead, LeadEvent, Notification, Pool
 from routing.pools import lead_enter_pool
 from routing.sla import sweep_overdue
+from tests.concurrency import run_at_once
 from tests.factories import LeadFactory, PoolFactory, RepFactory
 from tests.routing.test_sla import MONDAY_0905, assigned_lead, at, make_rule
 
@@ -152,25 +152,8 @@ def test_two_sweepers_at_once_take_each_step_exactly_once():
     reps = [RepFactory() for _ in range(3)]
     rule = make_rule(sla_minutes=15)
     leads = [assigned_lead(reps[i % 3], due=MONDAY_0905 - i * MINUTE, rule=rule) for i in range(40)]
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
+    run_at_once(lambda: sweep_overdue(MONDAY_0905), threads=4)
 
-    def sweeper():
-        try:
-            barrier.wait()
-            sweep_overdue(MONDAY_0905)
-        except BaseException as exc:  # surfaced below; a thread cannot fail the test itself
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sweeper) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-    assert errors == []
     for lead in leads:
         assert Lead.objects.get(pk=lead.pk).escalation_step == 1
         assert list(lead.events.filter(kind__in=["sla_breached", "escalated"]).values_list("kind", flat=True)) == [
@@ -187,25 +170,8 @@ def test_two_sweepers_at_once_reassign_each_lead_exactly_once():
     alice, bob, carol = (RepFactory(user__username=name) for name in ("alice", "bob", "carol"))
     rule = make_rule(sla_minutes=15, candidates={"reps": ["alice", "bob", "carol"]})
     leads = [assigned_lead(alice, due=MONDAY_0905 - i * MINUTE, rule=rule, escalation_step=1) for i in range(20)]
-    barrier = threading.Barrier(3)
-    errors: list[BaseException] = []
+    run_at_once(lambda: sweep_overdue(MONDAY_0905), threads=3)
 
-    def sweeper():
-        try:
-            barrier.wait()
-            sweep_overdue(MONDAY_0905)
-        except BaseException as exc:  # surfaced below; a thread cannot fail the test itself
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sweeper) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-    assert errors == []
     owners = []
     for lead in leads:
         lead = Lead.objects.get(pk=lead.pk)
