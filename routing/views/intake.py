@@ -11,18 +11,15 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from leadops.roles import ops_required
-from routing.csvio import IGNORE, TARGETS, CsvUnreadable, open_csv, safe_cell
+from routing.csvio import TARGETS, CsvUnreadable, open_csv, safe_cell
+from routing.intake_jobs import ImportAlreadyStarted, ImportRefused, UploadTooLarge, import_job_create, import_job_start
 from routing.models import ImportJob
-from routing.tasks import enqueue
 
 PREVIEW_ROWS = 8
 DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
@@ -38,11 +35,13 @@ def intake_home(request: HttpRequest) -> HttpResponse:
     """The upload form and the import history. POST uploads a file (optionally as a retry)."""
     status = 200
     if request.method == "POST":
-        job, error = _upload(request)
-        if job is not None:
+        try:
+            job = _upload(request)
+        except ImportRefused as exc:
+            messages.error(request, str(exc))
+            status = 413 if isinstance(exc, UploadTooLarge) else 400
+        else:
             return redirect("intake_job", pk=job.pk)
-        messages.error(request, error)
-        status = 413 if "limit" in error else 400
     jobs = ImportJob.objects.select_related("created_by")[:30]
     return TemplateResponse(
         request, "routing/intake.html",
@@ -50,36 +49,17 @@ def intake_home(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _upload(request: HttpRequest) -> tuple[ImportJob | None, str]:
+def _upload(request: HttpRequest) -> ImportJob:
     upload = request.FILES.get("file")
     if upload is None:
-        return None, "Choose a CSV file to upload."
-    limit = settings.INTAKE_MAX_UPLOAD_BYTES
-    if upload.size > limit:
-        return None, (
-            f"{upload.name} is {filesizeformat(upload.size)}; the upload limit is {filesizeformat(limit)}. "
-            "Split the file or import it with `manage.py import_leads`."
-        )
+        raise ImportRefused("Choose a CSV file to upload.")
     # A hand-edited or stale form may send anything here; an unknown job is simply not a retry.
     retry_id = request.POST.get("retry_of", "")
     retry_of = ImportJob.objects.filter(pk=int(retry_id)).first() if retry_id.isdigit() else None
-    job = ImportJob(
-        original_name=Path(upload.name).name[:255], created_by=request.user, retry_of=retry_of,
-        source=(request.POST.get("source") or (retry_of.source if retry_of else "")).strip()[:100],
+    return import_job_create(
+        upload, actor=request.user, retry_of=retry_of, source=request.POST.get("source") or "",
         route=request.POST.get("no_route") != "on",
     )
-    job.file.save(Path(upload.name).name, upload, save=False)
-    try:
-        with job.file.open("rb") as stream:
-            csvfile = open_csv(stream)
-    except CsvUnreadable as exc:
-        job.file.delete(save=False)
-        return None, f"{upload.name}: {exc}"
-    job.mapping = csvfile.mapping
-    if retry_of is not None and "reason" in job.mapping:
-        job.mapping["reason"] = IGNORE  # our own rejected-rows export: the reasons are not lead data
-    job.save()
-    return job, ""
 
 
 def _preview(job: ImportJob) -> dict:
@@ -147,20 +127,15 @@ def intake_mapping(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def intake_start(request: HttpRequest, pk: int) -> HttpResponse:
     job = _get_job(pk)
-    if job.awaiting_confirmation:
-        try:
-            job.mapping = _mapping_from(request, job)
-        except CsvUnreadable as exc:
-            messages.error(request, str(exc))
-            return redirect("intake_job", pk=job.pk)
-        if not {"email", "phone"} & set(job.mapping.values()):
-            messages.error(request, "Map a column to email or phone before importing.")
-            return redirect("intake_job", pk=job.pk)
-        job.queued_at = timezone.now()
-        job.save(update_fields=["mapping", "queued_at"])
-        # Enqueue after commit so the worker never looks for a job row that is not there yet.
-        transaction.on_commit(lambda: enqueue("routing.intake_tasks.run_import_job", job.pk,
-                                              task_name=f"import-{job.pk}"))
+    if not job.awaiting_confirmation:
+        return redirect("intake_job", pk=job.pk)  # already running or done: the page shows it
+    try:
+        import_job_start(job, _mapping_from(request, job), actor=request.user)
+    except ImportAlreadyStarted:
+        pass  # a double click or a second tab: the first confirmation is the one that runs
+    except (CsvUnreadable, ImportRefused) as exc:
+        messages.error(request, str(exc))
+    else:
         messages.success(request, f"Importing {job.original_name} in the background.")
     return redirect("intake_job", pk=job.pk)
 

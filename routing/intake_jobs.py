@@ -1,0 +1,99 @@
+"""Web imports as a workflow: create an ImportJob from an uploaded file, then start it once the user has
+confirmed the column mapping. The views parse the form and turn ImportRefused into a message; the
+background work itself is routing.intake_tasks.run_import_job."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.db import transaction
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+
+from routing.csvio import IGNORE, CsvUnreadable, open_csv
+from routing.models import ImportJob
+from routing.tasks import enqueue
+
+log = logging.getLogger(__name__)
+
+# A job needs at least one of these mapped: they are how a lead is recognised and deduplicated.
+CONTACT_TARGETS = frozenset({"email", "phone"})
+
+
+class ImportRefused(Exception):
+    """An upload or a start that is not allowed; the message is meant for the user."""
+
+
+class UploadTooLarge(ImportRefused):
+    """The file is over INTAKE_MAX_UPLOAD_BYTES (the view answers 413)."""
+
+
+class ImportAlreadyStarted(ImportRefused):
+    """The job was confirmed before (a double click, a second tab) or has already run."""
+
+
+def import_job_create(
+    upload: File, *, actor, source: str = "", route: bool = True, retry_of: ImportJob | None = None
+) -> ImportJob:
+    """Store the uploaded file and create a job awaiting confirmation, with the detected mapping.
+
+    A retry of a job's rejected rows takes that job's source unless one is given, and ignores the
+    `reason` column our own export added. Raises UploadTooLarge or ImportRefused (unreadable CSV);
+    nothing is kept then.
+    """
+    limit = settings.INTAKE_MAX_UPLOAD_BYTES
+    if upload.size > limit:
+        raise UploadTooLarge(
+            f"{upload.name} is {filesizeformat(upload.size)}; the upload limit is {filesizeformat(limit)}. "
+            "Split the file or import it with `manage.py import_leads`."
+        )
+    name = Path(upload.name).name
+    job = ImportJob(
+        original_name=name[:255], created_by=actor, retry_of=retry_of,
+        source=(source or (retry_of.source if retry_of else "")).strip()[:100], route=route,
+    )
+    job.file.save(name, upload, save=False)
+    try:
+        with job.file.open("rb") as stream:
+            job.mapping = open_csv(stream).mapping
+        if retry_of is not None and "reason" in job.mapping:
+            job.mapping["reason"] = IGNORE  # our own rejected-rows export: the reasons are not lead data
+        with transaction.atomic():
+            job.save()
+    except CsvUnreadable as exc:
+        job.file.delete(save=False)
+        raise ImportRefused(f"{upload.name}: {exc}") from exc
+    except BaseException:
+        job.file.delete(save=False)  # no row points at it: it would never be cleaned up
+        raise
+    return job
+
+
+def import_job_start(job: ImportJob, mapping: dict[str, str], *, actor) -> ImportJob:
+    """Save the confirmed mapping, mark the job queued and enqueue its run after commit.
+
+    The job is claimed with one conditional UPDATE, so two confirmations at once (double click,
+    two tabs) queue it once: the loser gets ImportAlreadyStarted. A mapping without an email or
+    phone column is refused with ImportRefused.
+    """
+    if not job.awaiting_confirmation:
+        raise ImportAlreadyStarted(f"{job.original_name} has already been started.")
+    if not CONTACT_TARGETS & set(mapping.values()):
+        raise ImportRefused("Map a column to email or phone before importing.")
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = ImportJob.objects.filter(
+            pk=job.pk, status=ImportJob.Status.PENDING, queued_at__isnull=True
+        ).update(mapping=mapping, queued_at=now)
+        if not claimed:
+            raise ImportAlreadyStarted(f"{job.original_name} has already been started.")
+        # Enqueue after commit so the worker never looks for a job row that is not there yet.
+        transaction.on_commit(
+            lambda: enqueue("routing.intake_tasks.run_import_job", job.pk, task_name=f"import-{job.pk}")
+        )
+    job.mapping, job.queued_at = mapping, now
+    log.info("import job %s queued by %s", job.pk, actor)
+    return job
