@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 from ninja.errors import HttpError
 
+from leadops import roles
 from routing import pools as pool_services
 from routing.api_auth import token_auth
 from routing.models import ApiToken, Lead, Pool
@@ -90,14 +91,15 @@ def _reason(request: HttpRequest) -> str:
 
 
 def _rep_for(request: HttpRequest):
-    """The calling rep. An intake-only token or a user without a rep profile may not use pools."""
+    """The calling rep. An intake-only token, or a user who is not a rep (no rep profile, or no
+    longer in the Reps group, e.g. after leaving the team), may not use pools: the same test as the
+    web board's rep_required."""
     token: ApiToken | None = getattr(request, "api_token", None)
     if token is not None and token.scope == ApiToken.Scope.INTAKE:
         raise HttpError(403, "This token may only create leads.")
-    rep = getattr(request.user, "rep", None)
-    if rep is None:
+    if not roles.is_rep(request.user):
         raise HttpError(403, "Only reps claim from pools.")
-    return rep
+    return request.user.rep
 
 
 @router.get("/pools/", response=list[PoolOut], summary="The caller's pools")
@@ -163,13 +165,7 @@ def claim_lead(request: HttpRequest, lead_id: int):
 def release_lead(request: HttpRequest, lead_id: int):
     """Body (optional): {"reason": "..."}."""
     rep = _rep_for(request)
-    lead = (
-        Lead.objects.filter(
-            Q(owner=rep) | Q(status=Lead.Status.POOLED, owner__isnull=True, pool__memberships__rep=rep), pk=lead_id
-        )
-        .distinct()
-        .first()
-    )
+    lead = Lead.objects.for_rep(rep).filter(pk=lead_id).first()
     if lead is None:
         raise HttpError(404, "No such lead.")
     try:

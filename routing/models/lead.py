@@ -35,20 +35,30 @@ class LeadQuerySet(models.QuerySet):
     def waiting_in_pool(self) -> LeadQuerySet:
         return self.filter(status=Lead.Status.POOLED, owner__isnull=True)
 
+    def for_rep(self, rep) -> LeadQuerySet:
+        """The one rule for what a rep may see: their own leads (any status), and the leads still
+        waiting, unclaimed, in a pool they are a member of. Anything else is hidden (404), so a rep
+        learns nothing about other reps' leads or other pools from guessing ids."""
+        from routing.models.pools import PoolMembership
+
+        # A subquery rather than a join on memberships: the join repeats a lead once per member of its
+        # pool, and the distinct() that hides the repeats makes every count and page sort the rows.
+        my_pools = PoolMembership.objects.filter(rep=rep).values("pool_id")
+        return self.filter(
+            models.Q(owner=rep)
+            | models.Q(status=Lead.Status.POOLED, owner__isnull=True, pool_id__in=my_pools)
+        )
+
     def visible_to(self, user) -> LeadQuerySet:
         """Permission scope: managers see all, ops staff see all (they create and list), reps see
-        their own leads and the waiting leads of their pools."""
+        for_rep(). A user with a Rep row but no longer in the Reps group sees nothing."""
         from leadops import roles
 
         if roles.is_manager(user) or roles.is_ops(user):
             return self
-        rep = getattr(user, "rep", None)
-        if rep is None:
+        if not roles.is_rep(user):
             return self.none()
-        return self.filter(
-            models.Q(owner=rep)
-            | models.Q(status=Lead.Status.POOLED, owner__isnull=True, pool__memberships__rep=rep)
-        ).distinct()
+        return self.for_rep(user.rep)
 
 
 class Lead(models.Model):

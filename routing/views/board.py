@@ -55,12 +55,8 @@ def _my_pools(rep) -> list[Pool]:
 
 
 def _get_lead_for_rep(rep, pk: int) -> Lead:
-    """The rep's own lead, or a waiting lead of one of their pools; anything else is a 404."""
-    lead = (
-        Lead.objects.select_related("pool", "owner__user", "rule")
-        .filter(Q(owner=rep) | Q(status=Lead.Status.POOLED, owner__isnull=True, pool__memberships__rep=rep), pk=pk)
-        .first()
-    )
+    """The lead if the rep may see it (Lead.objects.for_rep); anything else is a 404."""
+    lead = Lead.objects.for_rep(rep).select_related("pool", "owner__user", "rule").filter(pk=pk).first()
     if lead is None:
         raise Http404("No such lead")
     return lead
