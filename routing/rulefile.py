@@ -33,6 +33,9 @@ RULE_KEYS = (
 )
 FALLBACK_KEYS = tuple(k for k in RULE_KEYS if k not in ("name", "when", "when_any"))
 CANDIDATE_KEYS = ("reps", "team", "levels", "skills", "territory")
+# The largest values the Rule columns hold (integer, smallint): more would fail the save on PostgreSQL.
+INT_MAX = 2_147_483_647
+SMALLINT_MAX = 32_767
 TEXT_OPS = ("contains", "icontains", "startswith", "endswith", "regex")
 ORDER_OPS = ("gt", "gte", "lt", "lte")
 
@@ -199,11 +202,13 @@ class _Validator:
             elif self.known.pools is not None and pool not in self.known.pools:
                 self.fault(f"{path}.pool", f"pool {pool!r} does not exist")
             out["pool"] = pool
-        for key in ("sla_minutes", "max_reassignments"):
+        for key, most in (("sla_minutes", INT_MAX), ("max_reassignments", SMALLINT_MAX)):
             if data.get(key) is not None:
                 val = data[key]
                 if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
                     self.fault(f"{path}.{key}", f"expected a positive whole number, got {val!r}")
+                elif val > most:
+                    self.fault(f"{path}.{key}", f"expected at most {most}, got {val!r}")
                 out[key] = val
         if data.get("escalate_to") is not None:
             out["escalate_to"] = self.escalate_to(data["escalate_to"], f"{path}.escalate_to")
@@ -211,6 +216,15 @@ class _Validator:
             ladder = data["ladder"]
             if not isinstance(ladder, list) or not all(isinstance(s, str) and s for s in ladder):
                 self.fault(f"{path}.ladder", "expected a list of step names")
+            else:
+                # Imported here: routing.sla imports the services, which import this module. A step
+                # the sweep does not know would silently fall back to the default ladder there.
+                from routing.sla import LadderError, validate_ladder
+
+                try:
+                    validate_ladder(ladder)
+                except LadderError as exc:
+                    self.fault(f"{path}.ladder", str(exc))
             out["ladder"] = ladder
         return out
 

@@ -128,6 +128,22 @@ def test_escalate_to_takes_usernames_or_levels():
     ]
 
 
+def test_a_ladder_step_the_sweep_does_not_know_is_refused():
+    ok = with_rule({**OK_RULE, "ladder": ["notify", "remind"]})
+    assert ruleset_validate(ok, KNOWN)["rules"][0]["ladder"] == ["notify", "remind"]
+    assert faults(with_rule({**OK_RULE, "ladder": ["remind", "phone"]})) == [
+        "rules[0].ladder: unknown ladder step 'phone' (use remind, reassign, notify)"
+    ]
+
+
+def test_numbers_too_large_to_store_are_refused():
+    rule = {**OK_RULE, "sla_minutes": 2**31, "max_reassignments": 40_000}
+    assert faults(with_rule(rule)) == [
+        "rules[0].sla_minutes: expected at most 2147483647, got 2147483648",
+        "rules[0].max_reassignments: expected at most 32767, got 40000",
+    ]
+
+
 def test_broken_json_is_reported_with_its_position():
     with pytest.raises(RuleFileError) as exc:
         ruleset_parse('{"name": "x",\n "rules": [}')
