@@ -1,8 +1,10 @@
 """The rule editor's form: one rule (or the fallback) as HTML fields <-> a rule-file dict.
 
-Validation is not duplicated here: the view puts the rule into the whole draft dict and runs
-routing.services.ruleset_check, then `RuleForm.add_faults` pins each `rules[i].when[j].value: …`
+Validation is not duplicated here: routing.drafts puts the rule into the whole draft dict and runs
+the rule-file validator, then `RuleForm.add_faults` pins each `rules[i].when[j].value: …`
 message next to the field it names, so the editor says exactly what `load_rules` would say.
+Fields are parsed only as far as needed to build the dict; text that does not parse (`"soon"` as
+SLA minutes) is passed on as it is so that the validator names the fault.
 Condition rows are dynamic (added with htmx), which is why this is a small class over
 QueryDict lists rather than a Django Form with a formset.
 """
@@ -59,6 +61,14 @@ def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _whole_number(raw: str) -> Any:
+    """An int when `raw` is one, else the text itself (for the validator to name)."""
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
 def parse_value(field_name: str, op: str, raw: str) -> Any:
     """The typed value a condition row means. Anything that does not parse is passed on as text so
     the rule-file validator reports it ("company_size is a number, got 'lots'")."""
@@ -100,9 +110,9 @@ class RuleForm:
         self.sla_minutes = ""
         self.escalate_to = ""
         self.escalate_levels: list[str] = []
-        # Kept as they were: the editor has no fields for them, and saving must not drop them.
-        self.ladder: Any = None
-        self.max_reassignments: Any = None
+        # Escalation steps after a missed SLA, comma separated ("" = the default ladder).
+        self.ladder = ""
+        self.max_reassignments = ""
         self.errors: dict[str, list[str]] = {}
         self.summary: list[dict[str, str]] = []
 
@@ -133,12 +143,12 @@ class RuleForm:
             form.escalate_levels = list(escalate.get("levels") or [])
         elif escalate:
             form.escalate_to = ", ".join(escalate)
-        form.ladder = rule.get("ladder")
-        form.max_reassignments = rule.get("max_reassignments")
+        form.ladder = _text(rule.get("ladder"))
+        form.max_reassignments = _text(rule.get("max_reassignments"))
         return form
 
     @classmethod
-    def from_post(cls, post: QueryDict, *, fallback: bool = False, keep: dict[str, Any] | None = None) -> RuleForm:
+    def from_post(cls, post: QueryDict, *, fallback: bool = False) -> RuleForm:
         form = cls(fallback=fallback)
         form.name = post.get("name", "").strip()
         form.match = "any" if post.get("match") == "any" else "all"
@@ -160,9 +170,8 @@ class RuleForm:
         form.sla_minutes = post.get("sla_minutes", "").strip()
         form.escalate_to = post.get("escalate_to", "").strip()
         form.escalate_levels = post.getlist("escalate_levels")
-        keep = keep or {}
-        form.ladder = keep.get("ladder")
-        form.max_reassignments = keep.get("max_reassignments")
+        form.ladder = post.get("ladder", "").strip()
+        form.max_reassignments = post.get("max_reassignments", "").strip()
         if form.escalate_to and form.escalate_levels:
             form.error("escalate_to", "escalate to named people or to levels, not both")
         return form
@@ -204,18 +213,15 @@ class RuleForm:
                 rule["candidates"] = cands
             rule["strategy"] = self.strategy
         if self.sla_minutes:
-            try:
-                rule["sla_minutes"] = int(self.sla_minutes)
-            except ValueError:
-                rule["sla_minutes"] = self.sla_minutes
+            rule["sla_minutes"] = _whole_number(self.sla_minutes)
         if self.escalate_levels:
             rule["escalate_to"] = {"levels": self.escalate_levels}
         elif self.escalate_to:
             rule["escalate_to"] = _names(self.escalate_to)
         if self.ladder:
-            rule["ladder"] = self.ladder
-        if self.max_reassignments is not None:
-            rule["max_reassignments"] = self.max_reassignments
+            rule["ladder"] = _names(self.ladder)
+        if self.max_reassignments:
+            rule["max_reassignments"] = _whole_number(self.max_reassignments)
         return rule
 
     # -- errors -----------------------------------------------------------------------------------
@@ -250,7 +256,8 @@ class RuleForm:
     def _key_for(rest: str) -> str:
         for prefix, key in ((".name", "name"), (".when", "conditions"), (".candidates", "candidates"),
                             (".strategy", "strategy"), (".pool", "pool"), (".sla_minutes", "sla_minutes"),
-                            (".escalate_to", "escalate_to")):
+                            (".escalate_to", "escalate_to"), (".ladder", "ladder"),
+                            (".max_reassignments", "max_reassignments")):
             if rest.startswith(prefix):
                 return key
         if rest == "":
@@ -260,17 +267,8 @@ class RuleForm:
     @staticmethod
     def _label(key: str) -> str:
         return {"name": "name", "conditions": "conditions", "candidates": "candidates", "strategy": "strategy",
-                "pool": "pool", "sla_minutes": "SLA minutes", "escalate_to": "escalate to"}.get(key, "rule")
-
-
-def fault_concerns(fault: str, prefix: str) -> bool:
-    """Whether a whole-draft fault is about the rule at `prefix` (`rules[3]` or `fallback`),
-    including the duplicate-name fault reported on the other rule of the pair."""
-    m = FAULT_RE.match(fault)
-    path = m["path"] if m else ""
-    if path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "["):
-        return True
-    return f"(also {prefix})" in fault
+                "pool": "pool", "sla_minutes": "SLA minutes", "escalate_to": "escalate to",
+                "ladder": "escalation steps", "max_reassignments": "max reassignments"}.get(key, "rule")
 
 
 def fault_label(fault: str, names: list[str]) -> dict[str, str]:
@@ -289,5 +287,5 @@ def fault_label(fault: str, names: list[str]) -> dict[str, str]:
     return {"path": path, "label": label, "message": message}
 
 
-__all__ = ["FIELD_CHOICES", "LEVELS", "OP_CHOICES", "STRATEGY_CHOICES", "ConditionRow", "RuleForm",
-           "fault_concerns", "fault_label", "parse_value"]
+__all__ = ["FIELD_CHOICES", "LEVELS", "OP_CHOICES", "STRATEGY_CHOICES", "ConditionRow", "RuleForm", "fault_label",
+           "parse_value"]

@@ -1,11 +1,9 @@
 """The managers' rule-set pages (/rules/): versions, the draft editor, preview, publish, roll back,
 history diff — and the routing policy in plain language for everyone (/policy/).
 
-A published version is immutable: every editing view locks the rule set row and re-checks that it
-is still a draft inside the same transaction, so a publish racing an edit cannot change the rules
-in force. Drafts are edited row by row (Rule rows of the draft), but every save is validated by
-putting the rule into the whole draft dict and running the rule-file validator, so what the editor
-accepts is exactly what `load_rules` would accept.
+The views parse the request, call a workflow and render. Editing a draft (copy, rename, save or
+remove a rule, reorder) lives in routing.drafts, which locks the draft and refuses a published
+version; publish and roll back live in routing.services.
 """
 
 from __future__ import annotations
@@ -15,8 +13,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -26,6 +23,18 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from leadops.roles import manager_required
 from reps.models import Rep, Skill, Team
+from routing.drafts import (
+    DraftRefused,
+    DraftRuleInvalid,
+    draft_create,
+    draft_faults,
+    draft_rename,
+    draft_reorder,
+    draft_rule_delete,
+    draft_rule_faults,
+    draft_rule_save,
+    ruleset_rows_data,
+)
 from routing.forms_rules import (
     FIELD_CHOICES,
     LEVELS,
@@ -33,21 +42,19 @@ from routing.forms_rules import (
     STRATEGY_CHOICES,
     ConditionRow,
     RuleForm,
-    fault_concerns,
     fault_label,
 )
 from routing.models import Pool, Rule, RuleSet
 from routing.policy import describe_rule, ruleset_diff
-from routing.rulefile import RuleFileError, ruleset_validate
+from routing.rulefile import RuleFileError
 from routing.services import (
     RuleSetRefused,
-    ruleset_check,
-    ruleset_create_draft,
     ruleset_preview,
     ruleset_publish,
     ruleset_rollback,
     ruleset_to_dict,
 )
+from routing.sla import DEFAULT_LADDER, LADDER_ACTIONS
 
 PREVIEW_DAYS = 30
 PREVIEW_MAX_DAYS = 365
@@ -56,76 +63,13 @@ PREVIEW_MAX_DAYS = 365
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def ruleset_rows_data(rule_set: RuleSet, rows: list[Rule] | None = None) -> dict[str, Any]:
-    """The rule set as a rule-file dict, *without* validating it: a draft may be mid-edit (e.g. no
-    rules yet), and the editor must still show it together with what is wrong."""
-    if rows is None:
-        rows = list(rule_set.rules.select_related("pool").order_by("position"))
-    fallback = next((r for r in rows if r.is_fallback), None)
-    return {
-        "name": rule_set.name,
-        "rules": [r.to_data() for r in rows if not r.is_fallback],
-        "fallback": fallback.to_data() if fallback else None,
-    }
-
-
-def draft_faults(data: dict[str, Any]) -> list[str]:
-    try:
-        ruleset_check(data)
-    except RuleFileError as exc:
-        return exc.faults
-    return []
-
-
 def _labelled(faults: list[str], data: dict[str, Any]) -> list[dict[str, str]]:
     names = [r.get("name", "") for r in data.get("rules") or []]
     return [fault_label(f, names) for f in faults]
 
 
-def _canonical_rule(rule: dict[str, Any], *, fallback: bool) -> dict[str, Any]:
-    """The rule in canonical form (key order, trimmed names), validated on its own: a fault in some
-    other rule of the draft must not stop this one from being saved."""
-    if fallback:
-        data = {"name": "x", "rules": [{"name": "x", "candidates": {"territory": True}}], "fallback": rule}
-        return ruleset_validate(data)["fallback"]
-    return ruleset_validate({"name": "x", "rules": [rule]})["rules"][0]
-
-
-def _write_rule(row: Rule, rule: dict[str, Any]) -> None:
-    row.name = "fallback" if row.is_fallback else rule["name"]
-    row.conditions = rule.get("when_any") or rule.get("when") or []
-    row.match_any = "when_any" in rule
-    row.candidates = rule.get("candidates") or {}
-    row.strategy = rule.get("strategy", "")
-    row.pool = Pool.objects.filter(name=rule["pool"]).first() if rule.get("pool") else None
-    row.sla_minutes = rule.get("sla_minutes")
-    row.escalate_to = rule.get("escalate_to") or []
-    row.ladder = rule.get("ladder") or []
-    row.max_reassignments = rule.get("max_reassignments")
-
-
-def _renumber(rule_set: RuleSet, ordered: list[Rule]) -> None:
-    """Positions 0..n-1 in the given order, the fallback always last. Two passes because
-    (rule_set, position) is unique and a swap would collide half-way."""
-    Rule.objects.filter(rule_set=rule_set).update(position=F("position") + 100_000)
-    rules = [r for r in ordered if not r.is_fallback] + [r for r in ordered if r.is_fallback]
-    for i, row in enumerate(rules):
-        Rule.objects.filter(pk=row.pk).update(position=i)
-
-
-def _lock_draft(pk: int) -> RuleSet:
-    rule_set = RuleSet.objects.select_for_update().filter(pk=pk).first()
-    if rule_set is None:
-        raise Http404("No such rule set")
-    return rule_set
-
-
 def _refuse_non_draft(request: HttpRequest, rule_set: RuleSet) -> HttpResponse:
-    messages.error(
-        request,
-        f"v{rule_set.version} is {rule_set.get_status_display().lower()} and cannot change. "
-        "Use “Edit as new draft” to make a copy you can edit.",
-    )
+    messages.error(request, str(DraftRefused(rule_set)))
     return redirect("rules_detail", rule_set.pk)
 
 
@@ -135,6 +79,8 @@ def _choices() -> dict[str, Any]:
         "op_choices": OP_CHOICES,
         "strategy_choices": STRATEGY_CHOICES,
         "level_choices": LEVELS,
+        "ladder_actions": LADDER_ACTIONS,
+        "default_ladder": DEFAULT_LADDER,
         "teams": list(Team.objects.values_list("name", flat=True)),
         "skills": list(Skill.objects.values_list("name", flat=True)),
         "pools": list(Pool.objects.values_list("name", flat=True)),
@@ -177,23 +123,12 @@ def rules_list(request: HttpRequest) -> HttpResponse:
 def rules_new_draft(request: HttpRequest) -> HttpResponse:
     """A draft to edit: a copy of the given (or the published) version, else an empty one."""
     source_id = request.POST.get("source", "")
+    source = None
     if source_id:
         if not source_id.isdigit():
             raise Http404("No such rule set")
         source = get_object_or_404(RuleSet, pk=int(source_id))
-    else:
-        source = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
-    if source is not None:
-        # No name check: a rep named in the old version may have left; the editor then shows it
-        # as a fault to fix instead of refusing to open the copy.
-        draft = ruleset_create_draft(ruleset_rows_data(source), actor=request.user,
-                                     note=f"Edited from v{source.version}", check_names=False)
-    else:
-        with transaction.atomic():
-            # Lock the newest version so two managers cannot both take the same next number.
-            latest = RuleSet.objects.select_for_update().order_by("-version").first()
-            draft = RuleSet.objects.create(name="Routing rules", version=(latest.version if latest else 0) + 1,
-                                           status=RuleSet.Status.DRAFT, created_by=request.user)
+    draft = draft_create(actor=request.user, source=source)
     messages.success(request, f"Draft v{draft.version} created.")
     return redirect("rules_detail", draft.pk)
 
@@ -223,16 +158,13 @@ def _detail_context(rule_set: RuleSet) -> dict[str, Any]:
 @manager_required
 @require_POST
 def rules_rename(request: HttpRequest, pk: int) -> HttpResponse:
-    name = request.POST.get("name", "").strip()
-    with transaction.atomic():
-        rule_set = _lock_draft(pk)
-        if not rule_set.is_editable:
-            return _refuse_non_draft(request, rule_set)
-        if not name:
-            messages.error(request, "name: expected a non-empty string")
-        else:
-            rule_set.name = name[:200]
-            rule_set.save(update_fields=["name"])
+    rule_set = get_object_or_404(RuleSet, pk=pk)
+    try:
+        draft_rename(rule_set, request.POST.get("name", ""))
+    except DraftRefused as exc:
+        return _refuse_non_draft(request, exc.rule_set)
+    except RuleFileError as exc:
+        messages.error(request, str(exc))
     return redirect("rules_detail", pk)
 
 
@@ -257,39 +189,21 @@ def rule_edit(request: HttpRequest, pk: int, rule_pk: int | None = None, fallbac
             form.conditions = [ConditionRow()]
         return _rule_form_response(request, rule_set, row, form)
 
-    old = row.to_data() if row else {}
-    form = RuleForm.from_post(request.POST, fallback=fallback, keep=old)
-    with transaction.atomic():
-        rule_set = _lock_draft(pk)
-        if not rule_set.is_editable:
-            return _refuse_non_draft(request, rule_set)
-        rows = list(rule_set.rules.select_related("pool").order_by("position"))
-        data = ruleset_rows_data(rule_set, rows)
-        rule = form.to_rule()
-        if fallback:
-            prefix = "fallback"
-            data["fallback"] = rule
-        elif row is not None:
-            index = [r.pk for r in rows if not r.is_fallback].index(row.pk)
-            prefix = f"rules[{index}]"
-            data["rules"][index] = rule
-        else:
-            prefix = f"rules[{len(data['rules'])}]"
-            data["rules"].append(rule)
-        form.add_faults([f for f in draft_faults(data) if fault_concerns(f, prefix)], prefix)
+    form = RuleForm.from_post(request.POST, fallback=fallback)
+    try:
         if not form.is_valid:
+            # The form's own complaint; show the validator's too, so one round trip lists them all.
+            prefix, faults = draft_rule_faults(rule_set, row, form.to_rule(), fallback=fallback)
+            form.add_faults(faults, prefix)
             return _rule_form_response(request, rule_set, row, form, status=422)
-        canonical = _canonical_rule(rule, fallback=fallback)
-        if row is None:
-            row = Rule(rule_set=rule_set, position=100_000 + len(rows), is_fallback=fallback)
-        _write_rule(row, canonical)
-        row.save()
-        if row not in rows:
-            rows.append(row)
-        _renumber(rule_set, rows)
-        if fallback:
-            rule_set.fallback = canonical
-            rule_set.save(update_fields=["fallback"])
+        row = draft_rule_save(rule_set, row, form.to_rule(), fallback=fallback)
+    except DraftRefused as exc:
+        return _refuse_non_draft(request, exc.rule_set)
+    except DraftRuleInvalid as exc:
+        form.add_faults(exc.faults, exc.prefix)
+        return _rule_form_response(request, rule_set, row, form, status=422)
+    except Rule.DoesNotExist as exc:
+        raise Http404("No such rule") from exc
     messages.success(request, f"Saved {'the fallback' if fallback else '“' + row.name + '”'} in draft "
                               f"v{rule_set.version}.")
     return redirect(reverse("rules_detail", args=[pk]) + f"#rule-{row.pk}")
@@ -312,16 +226,13 @@ def condition_row(request: HttpRequest) -> HttpResponse:
 @manager_required
 @require_POST
 def rule_delete(request: HttpRequest, pk: int, rule_pk: int) -> HttpResponse:
-    with transaction.atomic():
-        rule_set = _lock_draft(pk)
-        if not rule_set.is_editable:
-            return _refuse_non_draft(request, rule_set)
-        row = get_object_or_404(Rule, pk=rule_pk, rule_set=rule_set)
-        row.delete()
-        if row.is_fallback:
-            rule_set.fallback = None
-            rule_set.save(update_fields=["fallback"])
-        _renumber(rule_set, list(rule_set.rules.order_by("position")))
+    rule_set = get_object_or_404(RuleSet, pk=pk)
+    try:
+        row = draft_rule_delete(rule_set, rule_pk)
+    except DraftRefused as exc:
+        return _refuse_non_draft(request, exc.rule_set)
+    except Rule.DoesNotExist as exc:
+        raise Http404("No such rule") from exc
     messages.success(request, f"Removed {'the fallback' if row.is_fallback else '“' + row.name + '”'}.")
     return redirect("rules_detail", pk)
 
@@ -336,17 +247,13 @@ def rules_reorder(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError:
         order = []
     order = _moved(order, request.POST.get("move", ""))
-    with transaction.atomic():
-        rule_set = _lock_draft(pk)
-        if not rule_set.is_editable:
-            return _refuse_non_draft(request, rule_set)
-        rows = {r.pk: r for r in rule_set.rules.filter(is_fallback=False)}
-        if sorted(order) != sorted(rows):
+    rule_set = get_object_or_404(RuleSet, pk=pk)
+    try:
+        if not draft_reorder(rule_set, order):
             # The page was stale (a rule was added or removed elsewhere): show the real order.
             messages.error(request, "The rules changed while you were reordering; here is the current order.")
-        else:
-            fallback = list(rule_set.rules.filter(is_fallback=True))
-            _renumber(rule_set, [rows[i] for i in order] + fallback)
+    except DraftRefused as exc:
+        return _refuse_non_draft(request, exc.rule_set)
     context = _detail_context(rule_set)
     if request.htmx:
         return TemplateResponse(request, "routing/rules/detail.html#rule-list", context)

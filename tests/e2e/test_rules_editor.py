@@ -57,10 +57,14 @@ def test_a_manager_adds_a_condition_saves_a_draft_previews_and_publishes(logged_
     rows.nth(1).get_by_label("Value").fill("10")
     page.get_by_label("Reps, in order").fill("alice")
     page.locator("select[name=strategy]").select_option("first_available")
+    page.get_by_label("Escalation steps").fill("remind, notify")
+    page.get_by_label("Max reassignments").fill("1")
     page.screenshot(path=str(SHOTS / "rules_rule_form.png"), full_page=True)
     page.locator("#save-rule").click()
 
     expect(page.locator(".messages")).to_contain_text("Saved “Germany to alice”")
+    saved = draft.rules.get(name="Germany to alice")
+    assert (saved.ladder, saved.max_reassignments) == (["remind", "notify"], 1)
     expect(page.locator("ol.rules")).to_contain_text("Leads from DE with 10+ employees go to alice")
     page.screenshot(path=str(SHOTS / "rules_editor.png"), full_page=True)
 

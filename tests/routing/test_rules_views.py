@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import io
+import json
 
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -143,6 +146,54 @@ def test_it_edits_a_rule_in_place(manager_client, draft):
     assert names(draft) == ["Urgent", "Everyone"]
 
 
+def test_a_ladder_and_reassignment_limit_set_in_the_form_are_what_export_prints(manager_client, draft, manager):
+    rule = draft.rules.get(name="Everyone")
+
+    response = manager_client.post(reverse("rules_rule_edit", args=[draft.pk, rule.pk]),
+                                   rule_post(name="Everyone", cond_field=[], cond_op=[], cond_value=[],
+                                             sla_minutes="15", ladder="notify, reassign", max_reassignments="2"))
+    ruleset_publish(draft, actor=manager)
+    out = io.StringIO()
+    call_command("export_rules", stdout=out)
+
+    assert response.status_code == 302
+    exported = next(r for r in json.loads(out.getvalue())["rules"] if r["name"] == "Everyone")
+    assert (exported["ladder"], exported["max_reassignments"]) == (["notify", "reassign"], 2)
+
+
+def test_the_form_shows_the_saved_ladder_and_limit_for_editing(manager_client, draft):
+    rule = draft.rules.get(name="Everyone")
+    Rule.objects.filter(pk=rule.pk).update(ladder=["remind", "notify"], max_reassignments=3)
+
+    page = manager_client.get(reverse("rules_rule_edit", args=[draft.pk, rule.pk])).content.decode()
+
+    assert 'name="ladder" value="remind, notify"' in page
+    assert 'name="max_reassignments" value="3"' in page
+
+
+def test_emptying_the_ladder_and_limit_goes_back_to_the_default_ladder_without_a_limit(manager_client, draft):
+    rule = draft.rules.get(name="Everyone")
+    Rule.objects.filter(pk=rule.pk).update(ladder=["notify"], max_reassignments=3)
+
+    manager_client.post(reverse("rules_rule_edit", args=[draft.pk, rule.pk]),
+                        rule_post(name="Everyone", cond_field=[], cond_op=[], cond_value=[],
+                                  ladder="", max_reassignments=""))
+
+    rule.refresh_from_db()
+    assert (rule.ladder, rule.max_reassignments) == ([], None)
+    assert "ladder" not in rule.to_data() and "max_reassignments" not in rule.to_data()
+
+
+def test_the_fallback_takes_a_ladder_too(manager_client, draft):
+    manager_client.post(reverse("rules_fallback", args=[draft.pk]),
+                        {"target": "candidates", "team": "EMEA", "strategy": "load_balanced",
+                         "ladder": "remind", "max_reassignments": "1"})
+
+    draft.refresh_from_db()
+    assert draft.fallback == {"candidates": {"team": "EMEA"}, "strategy": "load_balanced",
+                              "max_reassignments": 1, "ladder": ["remind"]}
+
+
 def test_it_sends_a_rule_to_a_pool(manager_client, draft):
     manager_client.post(reverse("rules_rule_new", args=[draft.pk]), rule_post(target="pool", pool="smb"))
     rule = draft.rules.get(name="DACH")
@@ -220,6 +271,10 @@ def test_a_condition_row_is_served_for_htmx_to_append(manager_client):
     (rule_post(target="pool", pool="nope"), "rules[2].pool", "pool 'nope' does not exist"),
     (rule_post(name="Urgent"), "rules[2].name", "duplicate rule name"),
     (rule_post(sla_minutes="soon"), "rules[2].sla_minutes", "expected a positive whole number"),
+    (rule_post(ladder="remind, phone"), "rules[2].ladder", "unknown ladder step 'phone'"),
+    (rule_post(max_reassignments="lots"), "rules[2].max_reassignments", "expected a positive whole number"),
+    (rule_post(max_reassignments="0"), "rules[2].max_reassignments", "expected a positive whole number"),
+    (rule_post(max_reassignments="40000"), "rules[2].max_reassignments", "expected at most 32767"),
 ])
 def test_it_rejects_bad_input_naming_the_rule_and_field(manager_client, draft, post, path, message):
     response = manager_client.post(reverse("rules_rule_new", args=[draft.pk]), post)
@@ -237,6 +292,24 @@ def test_it_rejects_an_unknown_field_without_touching_the_rule_being_edited(mana
     assert response.status_code == 422 and "rules[1].when[0].field" in response.content.decode()
     rule.refresh_from_db()
     assert rule.conditions == [] and rule.strategy == "round_robin"
+
+
+def test_a_bad_ladder_step_is_named_beside_the_field_and_the_rule_keeps_its_ladder(manager_client, draft):
+    rule = draft.rules.get(name="Everyone")
+    Rule.objects.filter(pk=rule.pk).update(ladder=["remind", "notify"], max_reassignments=3)
+
+    response = manager_client.post(reverse("rules_rule_edit", args=[draft.pk, rule.pk]),
+                                   rule_post(name="Everyone", cond_field=[], cond_op=[], cond_value=[],
+                                             ladder="remind, escalate", max_reassignments="1"))
+
+    body = html.unescape(response.content.decode())
+    assert response.status_code == 422
+    field = body[body.index('name="ladder"'):]
+    field = field[:field.index("</label>")]
+    assert 'value="remind, escalate"' in field and 'aria-invalid="true"' in field
+    assert "unknown ladder step 'escalate' (use remind, reassign, notify)" in field
+    rule.refresh_from_db()
+    assert (rule.ladder, rule.max_reassignments) == (["remind", "notify"], 3)
 
 
 # -- preview ---------------------------------------------------------------------------------------
