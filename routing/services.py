@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import queue
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -32,6 +36,8 @@ from routing.engine import (
 from routing.models import Lead, LeadEvent, Pool, Rule, RuleCursor, RuleSet
 from routing.models.lead import LEAD_FIELDS
 from routing.rulefile import RuleFileError, known_names_from_db, ruleset_validate
+
+log = logging.getLogger(__name__)
 
 
 class LeadError(Exception):
@@ -288,9 +294,14 @@ def route_leads(
     Returns counts {"assigned", "pooled", "unassigned"} (leads that are no longer unassigned are
     left alone and not counted). Each batch is one transaction holding the rule set's cursor rows,
     so concurrent routers take turns and round robin stays exact.
+
+    Large runs on PostgreSQL outside a transaction are pipelined (`_route_pipelined`): the next
+    batch is decided while the database writes the previous one.
     """
     ids = list(dict.fromkeys(lead_ids))
     counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
+    if _can_pipeline(len(ids)):
+        counts, ids = _route_pipelined(ids, now=now, actor=actor, notify=notify)
     # The reps (teams, hours, time off) are read once for all batches of a run.
     states = (
         selectors.candidate_states(now or timezone.now(), with_counts=False) if len(ids) > ROUTE_BATCH else None
@@ -398,10 +409,11 @@ def _json(detail: dict[str, Any]) -> str:
         return json.dumps(detail, cls=DjangoJSONEncoder)
 
 
-def _write_events(rows: list[EventRow]) -> None:
+def _write_events(rows: list[EventRow], *, copy_text: str = "") -> None:
     """Insert many timeline events; on PostgreSQL with one COPY, which (unlike a multi-row INSERT
-    with client-side parameters) stays fast with an explanation on every row."""
-    if not rows:
+    with client-side parameters) stays fast with an explanation on every row. `copy_text` holds
+    more rows already in COPY form (`_events_copy_text`, PostgreSQL only)."""
+    if not rows and not copy_text:
         return
     if connection.vendor != "postgresql":
         LeadEvent.objects.bulk_create([
@@ -413,8 +425,30 @@ def _write_events(rows: list[EventRow]) -> None:
     table = connection.ops.quote_name(LeadEvent._meta.db_table)
     columns = "lead_id, kind, at, actor_id, rep_id, rule_id, pool_id, detail"
     with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        for r in rows:
-            copy.write_row((*r[:7], _json(r[7])))
+        copy.write(copy_text + _events_copy_text(rows))
+
+
+# COPY's text format: these characters would end a field or a row.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_id(value: int | None) -> str:
+    return "\\N" if value is None else str(value)
+
+
+def _events_copy_text(rows: list[EventRow]) -> str:
+    """Events as COPY text, formatted by hand: psycopg adapting eight values per row took longer
+    than PostgreSQL took to store them. Kinds are fixed words; `detail` is JSON, which escapes its
+    own control characters, so only its backslashes need doubling (the translate covers all)."""
+    lines = []
+    moments: dict[dt.datetime, str] = {}
+    for lead_id, kind, at, actor_id, rep_id, rule_id, pool_id, detail in rows:
+        when = moments.get(at)
+        if when is None:
+            when = moments[at] = at.isoformat()
+        lines.append(f"{lead_id}\t{kind}\t{when}\t{_copy_id(actor_id)}\t{_copy_id(rep_id)}\t{_copy_id(rule_id)}\t"
+                     f"{_copy_id(pool_id)}\t{_json(detail).translate(_COPY_ESCAPES)}\n")
+    return "".join(lines)
 
 
 # One routed lead: (id, owner_id, routed_at, rule_id, sla_due_at); status becomes assigned, assigned_at now.
@@ -533,6 +567,105 @@ def _notify_on_commit(lead_ids: list[int], kind: str) -> None:
 _BATCH_FIELDS = ["id", "routed_at", "first_touch_at", *LEAD_FIELDS]
 
 
+@dataclass
+class _Plan:
+    """The decisions for one batch of leads, ready to write: what `_apply_plan` needs and nothing
+    it would have to read again."""
+
+    ids: list[int]
+    now: dt.datetime
+    roster: Roster
+    cursors: dict[str, CursorState]
+    changed: set[str] = field(default_factory=set)
+    assigned: list[AssignRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    pooled: list[tuple[int, str, Rule | None, Decision]] = field(default_factory=list)
+    nobody: list[tuple[int, Decision]] = field(default_factory=list)
+    # Pipelined runs only: each changed cursor's state the decisions started from, and `events`
+    # already in COPY form (formatted while the writer thread waits on the database).
+    before: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events_copy: str = ""
+
+
+def _decide_batch(
+    data: list[dict[str, Any]],
+    loaded: selectors.LoadedRuleSet,
+    roster: Roster,
+    cursors: dict[str, CursorState],
+    now: dt.datetime,
+    actor,
+) -> _Plan:
+    """Decide every lead of a batch in memory. `roster` counts are advanced as leads are given
+    out; `cursors` are not touched (the plan holds their new states)."""
+    plan = _Plan([fields["id"] for fields in data], now, roster, dict(cursors))
+    cursors = plan.cursors
+    rng = random.Random()
+    actor_id = actor.pk if actor is not None else None
+    # Every lead of a batch shares `now`, so a rep's SLA deadline for a rule is the same for all.
+    due: dict[tuple[str, int], dt.datetime] = {}
+    for fields in data:
+        d = decide(fields, loaded.compiled, roster, cursors, now, rng)
+        pk = fields["id"]
+        if d.rep_username:
+            cand = roster.by_name[d.rep_username]
+            # Later leads of this batch must see this one in the rep's load and daily count.
+            cand.open_count += 1
+            cand.given_24h += 1
+            cursors.update(d.cursors)
+            plan.changed.update(d.cursors)
+            rule = loaded.rule_for(d.rule.key)
+            rule_id = rule.pk if rule is not None else None
+            sla = d.rule.sla_minutes
+            sla_due = None
+            if sla and fields["first_touch_at"] is None:
+                sla_due = due.get((cand.username, sla))
+                if sla_due is None:
+                    sla_due = due[(cand.username, sla)] = cand.schedule.add_working_minutes(now, sla)
+            plan.assigned.append((pk, cand.rep_id, fields["routed_at"] or now, rule_id, sla_due))
+            plan.events.append((pk, LeadEvent.Kind.ROUTED, now, actor_id, cand.rep_id, rule_id, None,
+                                d.compact_explanation()))
+        elif d.pool_name:
+            plan.pooled.append((pk, d.pool_name, loaded.rule_for(d.rule.key), d))
+        else:
+            plan.nobody.append((pk, d))
+    return plan
+
+
+def _apply_plan(plan: _Plan, rows: dict[str, RuleCursor], *, actor, notify: bool) -> dict[str, int]:
+    """Write a batch's decisions inside the caller's transaction, which holds the cursor rows
+    (`rows`) and the leads' rows."""
+    counts = {"assigned": len(plan.assigned), "pooled": 0, "unassigned": 0}
+    nobody = list(plan.nobody)
+    if plan.assigned:
+        # Lock the owners' rows too: anything else that changes a rep's load takes the same lock.
+        list(Rep.objects.select_for_update().filter(pk__in={row[1] for row in plan.assigned}).order_by("pk")
+             .values_list("pk", flat=True))
+        _write_assignments(plan.assigned, plan.now)
+    if plan.pooled:
+        pools = {p.name: p for p in Pool.objects.filter(name__in={name for _, name, _, _ in plan.pooled})}
+        instances = Lead.objects.in_bulk([pk for pk, _, _, _ in plan.pooled])
+        for pk, name, rule, d in plan.pooled:
+            if name in pools:
+                _enter_pool(instances[pk], pools[name], rule, d, plan.now, actor)
+                counts["pooled"] += 1
+            else:  # deleted since the rule set was loaded (Rule.pool protects against that)
+                nobody.append((pk, d))
+    _write_events([*plan.events, *_unassigned_rows(nobody, plan.now, actor)], copy_text=plan.events_copy)
+    _save_cursors(rows, plan.cursors, plan.changed, plan.roster, plan.now)
+    counts["unassigned"] = len(nobody)
+    if notify:
+        _notify_on_commit([row[0] for row in plan.assigned], "assigned")
+    return counts
+
+
+def _unassigned_data(ids: list[int], *, lock: bool) -> list[dict[str, Any]]:
+    # Plain rows, not model instances: building 1,000 Lead objects per batch cost as much as deciding.
+    leads = Lead.objects.select_for_update() if lock else Lead.objects.all()
+    return list(
+        leads.filter(pk__in=ids, status=Lead.Status.UNASSIGNED).order_by("received_at", "id").values(*_BATCH_FIELDS)
+    )
+
+
 def _route_batch(
     ids: list[int],
     *,
@@ -542,87 +675,162 @@ def _route_batch(
     states: list[CandidateState] | None = None,
     loads: _Loads | None = None,
 ) -> dict[str, int]:
-    counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
     with transaction.atomic():
         loaded = selectors.published_ruleset()
         rows = _lock_cursors(loaded)
         # The clock is read after the locks: assignment times then follow the order of the turns.
         now = now or timezone.now()
-        # Plain rows, not model instances: building 1,000 Lead objects per batch cost as much as deciding.
-        data = list(
-            Lead.objects.select_for_update()
-            .filter(pk__in=ids, status=Lead.Status.UNASSIGNED)
-            .order_by("received_at", "id")
-            .values(*_BATCH_FIELDS)
-        )
+        data = _unassigned_data(ids, lock=True)
         if not data:
-            return counts
+            return {"assigned": 0, "pooled": 0, "unassigned": 0}
         if loaded is None:
             _write_events(_unassigned_rows([(lead["id"], _no_rules(None, now)) for lead in data], now, actor))
-            counts["unassigned"] = len(data)
-            return counts
+            return {"assigned": 0, "pooled": 0, "unassigned": len(data)}
         carried = loads.fresh() if loads is not None and len(data) > selectors.FEW_LEADS else None
         roster = selectors.roster_for_leads(data, loaded.compiled, now, states=states, counts=carried)
         cursors = {k: CursorState.from_json(r.state) for k, r in rows.items()}
-        changed: set[str] = set()
-        rng = random.Random()
-        actor_id = actor.pk if actor is not None else None
-        assigned: list[AssignRow] = []
-        events: list[EventRow] = []
-        pooled: list[tuple[int, str, Rule | None, Decision]] = []
-        nobody: list[tuple[int, Decision]] = []
-        # Every lead of a batch shares `now`, so a rep's SLA deadline for a rule is the same for all.
-        due: dict[tuple[str, int], dt.datetime] = {}
-        for fields in data:
-            d = decide(fields, loaded.compiled, roster, cursors, now, rng)
-            pk = fields["id"]
-            if d.rep_username:
-                cand = roster.by_name[d.rep_username]
-                # Later leads of this batch must see this one in the rep's load and daily count.
-                cand.open_count += 1
-                cand.given_24h += 1
-                cursors.update(d.cursors)
-                changed.update(d.cursors)
-                rule = loaded.rule_for(d.rule.key)
-                rule_id = rule.pk if rule is not None else None
-                sla = d.rule.sla_minutes
-                sla_due = None
-                if sla and fields["first_touch_at"] is None:
-                    sla_due = due.get((cand.username, sla))
-                    if sla_due is None:
-                        sla_due = due[(cand.username, sla)] = cand.schedule.add_working_minutes(now, sla)
-                assigned.append((pk, cand.rep_id, fields["routed_at"] or now, rule_id, sla_due))
-                events.append((pk, LeadEvent.Kind.ROUTED, now, actor_id, cand.rep_id, rule_id, None,
-                               d.compact_explanation()))
-            elif d.pool_name:
-                pooled.append((pk, d.pool_name, loaded.rule_for(d.rule.key), d))
-            else:
-                nobody.append((pk, d))
-        if assigned:
-            # Lock the owners' rows too: anything else that changes a rep's load takes the same lock.
-            list(Rep.objects.select_for_update().filter(pk__in={row[1] for row in assigned}).order_by("pk")
-                 .values_list("pk", flat=True))
-            _write_assignments(assigned, now)
-        if pooled:
-            pools = {p.name: p for p in Pool.objects.filter(name__in={name for _, name, _, _ in pooled})}
-            instances = Lead.objects.in_bulk([pk for pk, _, _, _ in pooled])
-            for pk, name, rule, d in pooled:
-                if name in pools:
-                    _enter_pool(instances[pk], pools[name], rule, d, now, actor)
-                    counts["pooled"] += 1
-                else:  # deleted since the rule set was loaded (Rule.pool protects against that)
-                    nobody.append((pk, d))
-        events.extend(_unassigned_rows(nobody, now, actor))
-        _write_events(events)
-        _save_cursors(rows, cursors, changed, roster, now)
+        plan = _decide_batch(data, loaded, roster, cursors, now, actor)
+        counts = _apply_plan(plan, rows, actor=actor, notify=notify)
         if loads is not None and len(data) > selectors.FEW_LEADS:
             # A failed batch raises out of route_leads, taking these counts with it.
             loads.keep(roster, counted_now=carried is None)
-        counts["assigned"] = len(assigned)
-        counts["unassigned"] = len(nobody)
-        if notify:
-            _notify_on_commit([row[0] for row in assigned], "assigned")
     return counts
+
+
+# -- pipelined batch routing -------------------------------------------------------------------------
+
+# Pipelining pays off once there is a batch to decide while another is written; tests switch it off
+# to compare with the plain path.
+ROUTE_PIPELINE = True
+
+
+def _can_pipeline(count: int) -> bool:
+    # A second connection cannot see an open transaction's leads, so only outside one.
+    return (ROUTE_PIPELINE and count > 2 * ROUTE_BATCH and connection.vendor == "postgresql"
+            and not connection.in_atomic_block)
+
+
+class _Conflict(Exception):
+    """Someone else moved a cursor, took a lead or published rules after a batch was decided."""
+
+
+def _apply_checked(plan: _Plan, rule_set_pk: int, *, actor, notify: bool) -> dict[str, int]:
+    """Write a plan decided ahead of time, in its own transaction, only if everything it was decided
+    on still holds: the same published rule set, every cursor it moved still where it found it, and
+    every lead still unassigned. Otherwise raise _Conflict and write nothing."""
+    with transaction.atomic():
+        loaded = selectors.published_ruleset()
+        if loaded is None or loaded.rule_set.pk != rule_set_pk:
+            raise _Conflict("the published rule set changed")
+        rows = _lock_cursors(loaded)
+        for key, state in plan.before.items():
+            row = rows.get(key)
+            if row is None or CursorState.from_json(row.state).to_json() != state:
+                raise _Conflict(f"cursor {key} moved")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {connection.ops.quote_name(Lead._meta.db_table)} "
+                "WHERE id = ANY(%s::bigint[]) AND status = %s FOR UPDATE) AS locked",
+                [plan.ids, Lead.Status.UNASSIGNED],
+            )
+            if cursor.fetchone()[0] != len(plan.ids):
+                raise _Conflict("a lead of the batch is no longer unassigned")
+        return _apply_plan(plan, rows, actor=actor, notify=notify)
+
+
+class _Writer(threading.Thread):
+    """Writes planned batches in order on its own connection. After a conflict or an error it
+    writes nothing more; `failed_at` is the position (in the run's id list) of the first batch not
+    written."""
+
+    def __init__(self, rule_set_pk: int, *, actor, notify: bool) -> None:
+        super().__init__(name="route-writer", daemon=True)
+        self.plans: queue.Queue[tuple[int, _Plan] | None] = queue.Queue(maxsize=2)
+        self.rule_set_pk = rule_set_pk
+        self.actor = actor
+        self.notify = notify
+        self.counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
+        self.failed_at: int | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while (item := self.plans.get()) is not None:
+                position, plan = item
+                try:
+                    if self.failed_at is None:
+                        for key, n in _apply_checked(plan, self.rule_set_pk, actor=self.actor,
+                                                     notify=self.notify).items():
+                            self.counts[key] += n
+                except _Conflict as conflict:
+                    self.failed_at = position
+                    log.info("pipelined routing stops at lead %d of the run: %s", position, conflict)
+                except BaseException as exc:
+                    self.failed_at, self.error = position, exc
+                finally:
+                    self.plans.task_done()
+            self.plans.task_done()
+        finally:
+            connection.close()
+
+
+def _route_pipelined(
+    ids: list[int], *, now: dt.datetime | None, actor, notify: bool
+) -> tuple[dict[str, int], list[int]]:
+    """Route a long run in batches, deciding batch n+1 in this thread while a writer thread commits
+    batch n on its own connection — the database's work and Python's overlap on two cores.
+
+    Decisions are optimistic: each batch is decided from the cursors as the previous batch left
+    them, and the writer commits it only if nobody else moved those cursors, took one of its leads
+    or published other rules meanwhile (`_apply_checked`). At the first conflict the writer stops
+    and the rest of the run goes through the plain batch path, which decides under the locks — so
+    round robin stays exact while a single lead is routed at the same time. Counts are carried
+    from batch to batch like the plain path's; they are recounted only after the writer has caught
+    up, so a recount never misses an assignment still in flight.
+
+    Returns the counts written and the ids the plain path still has to route.
+    """
+    loaded = selectors.published_ruleset()
+    if loaded is None:
+        return {"assigned": 0, "pooled": 0, "unassigned": 0}, ids
+    states = selectors.candidate_states(now or timezone.now(), with_counts=False)
+    keys = sorted({r.key for r in loaded.compiled.all_rules() if not r.pool})
+    cursors = selectors.cursors_load(keys)
+    writer = _Writer(loaded.rule_set.pk, actor=actor, notify=notify)
+    writer.start()
+    carried: tuple[dict[int, int], dict[int, int]] | None = None
+    counted_at = 0.0
+    position = len(ids)
+    try:
+        for start in range(0, len(ids), ROUTE_BATCH):
+            if writer.failed_at is not None:
+                position = start
+                break
+            batch_now = now or timezone.now()
+            data = _unassigned_data(ids[start:start + ROUTE_BATCH], lock=False)
+            if not data:
+                continue
+            if carried is None or time.monotonic() - counted_at >= LOADS_MAX_AGE:
+                writer.plans.join()  # every planned batch committed: the counts will include them
+                carried, counted_at = None, time.monotonic()
+            roster = selectors.roster_for_leads(data, loaded.compiled, batch_now, states=states, counts=carried)
+            plan = _decide_batch(data, loaded, roster, cursors, batch_now, actor)
+            plan.before = {k: (cursors.get(k) or CursorState()).to_json() for k in plan.changed}
+            plan.events_copy, plan.events = _events_copy_text(plan.events), []
+            cursors = plan.cursors
+            carried = (
+                {c.rep_id: c.open_count for c in roster.candidates if c.rep_id is not None},
+                {c.rep_id: c.given_24h for c in roster.candidates if c.rep_id is not None},
+            )
+            writer.plans.put((start, plan))
+    finally:
+        writer.plans.put(None)
+        writer.join()
+    if writer.error is not None:
+        raise writer.error
+    if writer.failed_at is not None:
+        position = min(position, writer.failed_at)
+    return writer.counts, ids[position:]
 
 
 def _usernames(reps: Iterable[Any]) -> set[str]:
