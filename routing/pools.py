@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import json
 import random
+import re
 from dataclasses import dataclass
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -234,24 +235,36 @@ def lead_claim(lead: Lead, *, rep: Rep, actor=None, now: dt.datetime | None = No
 # waited for the lock — and let a 6th claim through a limit of 5. The second statement starts after
 # the lock is ours and sees every claim committed before it.
 # Refusals write their event with a second, single INSERT.
+#
+# Both statements are server-side prepared once per connection (PREPARE … then EXECUTE …): parsing
+# and planning the big statement cost the backend more CPU than running it, and its 6 kB of text
+# was re-scanned by psycopg on every call. PREPARE/EXECUTE in SQL rather than psycopg's
+# `prepare=True`, because Django opens connections with prepare_threshold=None (psycopg then never
+# prepares) and because the extended protocol allows one statement per message — the two
+# statements could no longer share one round trip and one implicit transaction.
 
 
 def _lead_columns() -> list[str]:
     return [f.column for f in Lead._meta.concrete_fields]
 
 
+@functools.cache
+def _lead_decoding() -> tuple[list[str], list]:
+    """Lead's attnames, and per column the field's from_db_value (or None), looked up once."""
+    fields = Lead._meta.concrete_fields
+    return [f.attname for f in fields], [getattr(f, "from_db_value", None) for f in fields]
+
+
 def _lead_from_row(values) -> Lead:
     """A Lead from a raw row of `_lead_columns()`, with the fields' own decoding (the JSON `extra`)."""
-    fields = Lead._meta.concrete_fields
-    decoded = [
-        f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
-        for f, v in zip(fields, values, strict=True)
-    ]
-    return Lead.from_db(connection.alias, [f.attname for f in fields], decoded)
+    attnames, decoders = _lead_decoding()
+    decoded = [v if dec is None else dec(v, None, connection) for dec, v in zip(decoders, values, strict=True)]
+    return Lead.from_db(connection.alias, attnames, decoded)
 
 
 @functools.cache
-def _claim_sql(relaxed: bool) -> str:
+def _claim_statements() -> tuple[str, str]:
+    """The lock and the claim statement, with %(name)s placeholders (see _CLAIM_PARAMS)."""
     from django.contrib.auth import get_user_model
 
     from reps.models import Rep as RepModel
@@ -260,10 +273,11 @@ def _claim_sql(relaxed: bool) -> str:
     lead, events = Lead._meta.db_table, LeadEvent._meta.db_table
     members = PoolMembership._meta.db_table
     columns = ", ".join(f"l.{c}" for c in _lead_columns())
-    sql = f"""
+    lock = f"""
         SELECT 1 FROM {members}
         WHERE rep_id = %(rep)s AND pool_id = (SELECT pool_id FROM {lead} WHERE id = %(lead)s)
-        FOR UPDATE;
+        FOR UPDATE"""
+    claim = f"""
         WITH cur AS (
             SELECT {columns},
                    p.name AS p_name, p.mode AS p_mode, p.claim_limit AS p_limit, p.daily_claim_cap AS p_cap,
@@ -284,7 +298,7 @@ def _claim_sql(relaxed: bool) -> str:
         ), daily AS (
             SELECT count(*) AS n FROM {events}
             WHERE pool_id = (SELECT pool_id FROM cur) AND kind = 'claimed' AND rep_id = %(rep)s
-              AND at >= %(since)s AND (SELECT p_cap FROM cur) IS NOT NULL
+              AND at >= %(now)s - interval '24 hours' AND (SELECT p_cap FROM cur) IS NOT NULL
         ), won AS (
             UPDATE {lead} SET owner_id = %(rep)s, status = 'assigned', claimed_at = %(now)s, assigned_at = %(now)s,
                 sla_due_at = %(due)s, escalation_step = 0, pool_due_at = NULL, updated_at = %(now)s
@@ -318,23 +332,57 @@ def _claim_sql(relaxed: bool) -> str:
             RETURNING detail
         )
         SELECT cur.*, (SELECT count(*) FROM won), (SELECT n FROM held), (SELECT n FROM daily),
-               (SELECT detail::text FROM refused)
+               (SELECT detail::text FROM refused),
+               -- Outside a caller's transaction, when nothing changed hands (a refusal, a double
+               -- click): commit without waiting for the WAL flush — see _refuse_fast. A claim
+               -- always waits.
+               (SELECT set_config('synchronous_commit', 'off', true)
+                WHERE %(relaxed)s AND NOT EXISTS (SELECT 1 FROM won))
         FROM cur"""
-    if relaxed:
-        # Nothing changed hands (a refusal, a double click): commit without waiting for the WAL
-        # flush — see _refuse_fast. A claim always waits. This statement sees the one before it.
-        sql += f""";
-        SELECT set_config('synchronous_commit', 'off', true)
-        WHERE NOT EXISTS (SELECT 1 FROM {lead} WHERE id = %(lead)s AND owner_id = %(rep)s
-                          AND claimed_at = %(now)s)"""
-    return sql
+    return lock, claim
+
+
+# Parameters of the two prepared statements, in order, with their types. Ids as bigint: comparing an
+# integer column with a bigint parameter still uses the column's index.
+_CLAIM_LOCK_PARAMS = {"lead": "bigint", "rep": "bigint"}
+_CLAIM_PARAMS = {"lead": "bigint", "rep": "bigint", "now": "timestamptz", "due": "timestamptz", "actor": "bigint",
+                 "relaxed": "boolean"}
+_CLAIM_EXECUTE = "; ".join(
+    f"EXECUTE {name}(" + ", ".join(f"%({p})s" for p in params) + ")"
+    for name, params in (("leadops_claim_lock", _CLAIM_LOCK_PARAMS), ("leadops_claim", _CLAIM_PARAMS))
+)
+
+
+@functools.cache
+def _claim_prepare_sql() -> str:
+    def prepare(name: str, params: dict[str, str], sql: str) -> str:
+        numbers = {p: f"${i}" for i, p in enumerate(params, 1)}
+        return f"PREPARE {name} ({', '.join(params.values())}) AS " + re.sub(
+            r"%\((\w+)\)s", lambda m: numbers[m[1]], sql
+        )
+
+    lock, claim = _claim_statements()
+    return ";\n".join([prepare("leadops_claim_lock", _CLAIM_LOCK_PARAMS, lock),
+                       prepare("leadops_claim", _CLAIM_PARAMS, claim)])
+
+
+def _prepare_claim(cursor) -> None:
+    """PREPARE the claim statements once per database session. Prepared statements live as long as
+    the session (a rolled-back transaction keeps them), so marking the raw connection is enough;
+    a new connection (CONN_MAX_AGE, a reconnect) prepares again. A pooler in transaction mode, or
+    DISCARD ALL, would drop them behind our back: connect to PostgreSQL directly."""
+    raw = connection.connection
+    if getattr(connection, "_claim_prepared_on", None) is not raw:
+        cursor.execute(_claim_prepare_sql())
+        connection._claim_prepared_on = raw
 
 
 def _claim_postgres(lead_id: int, rep: Rep, actor, now: dt.datetime, due: dt.datetime | None = None) -> Lead:
-    params = {"lead": lead_id, "rep": rep.pk, "now": now, "due": due, "since": now - dt.timedelta(hours=24),
-              "actor": getattr(actor, "pk", None)}
+    params = {"lead": lead_id, "rep": rep.pk, "now": now, "due": due, "actor": getattr(actor, "pk", None),
+              "relaxed": not connection.in_atomic_block}
     with connection.cursor() as cursor:
-        cursor.execute(_claim_sql(not connection.in_atomic_block), params)
+        _prepare_claim(cursor)
+        cursor.execute(_CLAIM_EXECUTE, params)
         cursor.nextset()
         row = cursor.fetchone()
         if row is None:
@@ -342,7 +390,7 @@ def _claim_postgres(lead_id: int, rep: Rep, actor, now: dt.datetime, due: dt.dat
         n = len(_lead_columns())
         lead = _lead_from_row(row[:n])
         (name, mode, limit, cap, window, on_timeout, pool_sla, sla, _owner, _first, _last,
-         member, won, held, claimed_today, refused) = row[n:]
+         member, won, held, claimed_today, refused, _relaxed) = row[n:]
         if lead.pool_id is None or not member:
             raise NotAMember("You are not a member of the pool this lead is in.")
         pool = Pool(id=lead.pool_id, name=name, mode=mode, claim_limit=limit, daily_claim_cap=cap,
