@@ -663,11 +663,23 @@ def _apply_plan(plan: _Plan, rows: dict[str, RuleCursor], *, actor, notify: bool
 
 
 def _unassigned_data(ids: list[int], *, lock: bool) -> list[dict[str, Any]]:
-    # Plain rows, not model instances: building 1,000 Lead objects per batch cost as much as deciding.
+    """The routing fields of the batch's leads still unassigned, oldest first, as plain dicts
+    (building 1,000 Lead objects per batch cost as much as deciding)."""
     leads = Lead.objects.select_for_update() if lock else Lead.objects.all()
-    return list(
-        leads.filter(pk__in=ids, status=Lead.Status.UNASSIGNED).order_by("received_at", "id").values(*_BATCH_FIELDS)
-    )
+    rows = leads.filter(pk__in=ids, status=Lead.Status.UNASSIGNED).order_by("received_at", "id").values(*_BATCH_FIELDS)
+    if connection.vendor != "postgresql":
+        return list(rows)
+    # The same query read as tuples: values() converting each row cost 20 µs a lead. The only
+    # column psycopg does not already give as Django would is jsonb, which Django reads as text.
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [col.name for col in cursor.description]
+        data = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    for d in data:
+        if isinstance(d["extra"], str):
+            d["extra"] = orjson.loads(d["extra"])
+    return data
 
 
 def _route_batch(

@@ -9,6 +9,7 @@ import datetime as dt
 import itertools
 import logging
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 from django.db.models import Count
@@ -163,3 +164,14 @@ def test_capacity_holds_across_pipelined_batches_and_recounts(small_batches, mon
     assert max(per_rep.values()) <= 30
     assert counts["assigned"] == sum(per_rep.values()) == 150
     assert counts["unassigned"] == Lead.objects.filter(status=Lead.Status.UNASSIGNED).count() == 70
+
+
+def test_batch_rows_read_as_tuples_equal_what_the_orm_gives():
+    """Batch routing reads leads with a raw cursor on PostgreSQL; the engine must see exactly the
+    values values() would give (jsonb parsed, Decimal, aware datetimes, NULLs)."""
+    lead = LeadFactory(extra={"campaign": "spring", "tags": ["a", 1], "n": None}, value=Decimal("1234.50"),
+                       score=None, region="")
+    expected = list(Lead.objects.filter(pk=lead.pk).values(*services._BATCH_FIELDS))
+
+    assert services._unassigned_data([lead.pk], lock=False) == expected
+    assert type(services._unassigned_data([lead.pk], lock=False)[0]["value"]) is Decimal
