@@ -43,17 +43,11 @@ migrate: install
 demo: migrate
 	$(PY) manage.py seed_demo
 
-# Web server + django-q2 worker; Ctrl-C stops both. The logins are printed once both are up,
-# so they are not lost above the start-up output.
+# Web server + django-q2 worker; Ctrl-C (or a SIGTERM to make) stops both, and so does either one
+# exiting. scripts/run.sh prints the logins once both are up, so they are not lost above the start-up output.
 run: demo
 	$(PY) manage.py setup_schedules
-	@trap 'kill 0' EXIT INT TERM; \
-		$(PY) manage.py qcluster & \
-		$(PY) manage.py runserver 127.0.0.1:$(PORT) & \
-		until $(PY) -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(PORT)/login/', timeout=2)" 2>/dev/null; do sleep 1; done; \
-		echo ""; echo "LeadOps is up on http://127.0.0.1:$(PORT)/  (Ctrl-C stops the server and the worker)"; \
-		$(PY) manage.py seed_demo --print-logins; echo ""; \
-		wait
+	@PY=$(PY) PORT=$(PORT) exec bash scripts/run.sh
 
 test: install
 	$(PY) -m pytest

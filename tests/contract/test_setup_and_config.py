@@ -113,9 +113,10 @@ def make_dry_run(target: str) -> str:
 
 
 def test_make_run_migrates_loads_the_demo_starts_server_and_worker_and_prints_logins():
-    plan = make_dry_run("run")
-    steps = ["manage.py migrate", "manage.py seed_demo", "manage.py qcluster", "runserver 127.0.0.1:8000",
-             "seed_demo --print-logins"]
+    # The servers are started (and stopped) by scripts/run.sh; tests/scripts/test_run.py runs it.
+    plan = make_dry_run("run") + (ROOT / "scripts" / "run.sh").read_text()
+    steps = ["manage.py migrate", "manage.py seed_demo", "PORT=8000", "scripts/run.sh", "manage.py qcluster",
+             'runserver "127.0.0.1:$PORT"', "seed_demo --print-logins"]
     positions = [plan.find(step) for step in steps]
     assert all(p >= 0 for p in positions), dict(zip(steps, positions, strict=True))
     assert positions[:2] == sorted(positions[:2])
