@@ -23,6 +23,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from leadops.threads import responsive_threads
 from routing import services
 from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
 from routing.intake_normalise import LeadCleaner, row_cleaner
@@ -204,15 +205,16 @@ class Importer:
                 connection.close()
 
         thread = threading.Thread(target=writer, name="intake-writer", daemon=True)
-        thread.start()
-        try:
-            for item in parsed:
-                if failures:
-                    break
-                chunks.put(item)
-        finally:
-            chunks.put(None)
-            thread.join()
+        with responsive_threads():
+            thread.start()
+            try:
+                for item in parsed:
+                    if failures:
+                        break
+                    chunks.put(item)
+            finally:
+                chunks.put(None)
+                thread.join()
         if failures:
             raise failures[0]
 

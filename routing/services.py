@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from leadops.threads import responsive_threads
 from reps.availability import schedule_for
 from reps.models import Rep
 from routing import selectors
@@ -813,14 +814,31 @@ def _route_pipelined(
     keys = sorted({r.key for r in loaded.compiled.all_rules() if not r.pool})
     cursors = selectors.cursors_load(keys)
     writer = _Writer(loaded.rule_set.pk, actor=actor, notify=notify)
-    writer.start()
+    with responsive_threads():
+        writer.start()
+        _plan_batches(ids, writer, loaded, states, cursors, now=now, actor=actor)
+    if writer.error is not None:
+        raise writer.error
+    return writer.counts, ids[writer.failed_at if writer.failed_at is not None else len(ids):]
+
+
+def _plan_batches(
+    ids: list[int],
+    writer: _Writer,
+    loaded: selectors.LoadedRuleSet,
+    states: list[CandidateState],
+    cursors: dict[str, CursorState],
+    *,
+    now: dt.datetime | None,
+    actor,
+) -> None:
+    """The deciding half of `_route_pipelined`: hand every batch to the writer, stopping early
+    once it has stopped; always ends the writer's queue and waits for it."""
     carried: tuple[dict[int, int], dict[int, int]] | None = None
     counted_at = 0.0
-    position = len(ids)
     try:
         for start in range(0, len(ids), ROUTE_BATCH):
             if writer.failed_at is not None:
-                position = start
                 break
             batch_now = now or timezone.now()
             data = _unassigned_data(ids[start:start + ROUTE_BATCH], lock=False)
@@ -842,11 +860,6 @@ def _route_pipelined(
     finally:
         writer.plans.put(None)
         writer.join()
-    if writer.error is not None:
-        raise writer.error
-    if writer.failed_at is not None:
-        position = min(position, writer.failed_at)
-    return writer.counts, ids[position:]
 
 
 def _usernames(reps: Iterable[Any]) -> set[str]:
