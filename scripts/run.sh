@@ -58,7 +58,8 @@ trap 'on_signal 129' HUP
 set -m  # own process group per background job, so a group can be signalled as a whole
 # stdin from /dev/null as before: a background group reading the terminal would be stopped (SIGTTIN).
 "$PY" manage.py qcluster </dev/null &
-groups+=("$!") first_signal+=(INT)
+worker=$!
+groups+=("$worker") first_signal+=(INT)
 "$PY" manage.py runserver "127.0.0.1:$PORT" </dev/null &
 server=$!
 groups+=("$server") first_signal+=(TERM)
@@ -77,8 +78,12 @@ echo "LeadOps is up on http://127.0.0.1:$PORT/  (Ctrl-C stops the server and the
 "$PY" manage.py seed_demo --print-logins
 echo ""
 
-# Whichever exits first (a crash, a port clash, a `kill` of one of them) takes the other one down.
-wait -n
+# Whichever exits first (a crash, a `kill` of one of them) takes the other one down. Polled, not
+# `wait -n`: that misses a job which ended before it was called (say, while the logins printed).
+while kill -0 "$worker" 2>/dev/null && kill -0 "$server" 2>/dev/null; do
+    sleep 0.5
+done
+if kill -0 "$server" 2>/dev/null; then wait "$worker"; else wait "$server"; fi
 status=$?
 stop_all
 exit "$status"

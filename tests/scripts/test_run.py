@@ -30,6 +30,10 @@ if args[0] == "-c":
 out = os.environ["FAKE_DIR"]
 command = args[1]
 if command == "seed_demo":
+    if os.environ.get("FAKE_SERVER_DIES_AT_LOGINS") == "1":
+        [leader] = [f for f in os.listdir(out) if f.startswith("leader-")]
+        os.kill(int(leader[7:-4]), signal.SIGKILL)
+        time.sleep(0.5)
     print("Demo logins: oscar", flush=True)
     sys.exit(0)
 
@@ -175,6 +179,13 @@ def test_when_the_server_exits_the_worker_is_stopped_too(run):
     [leader] = r.pids("leader")  # its child keeps serving unless someone stops it
 
     os.kill(leader, signal.SIGKILL)
+
+    r.finish()
+    assert [pid for pid in [*r.pids("worker"), *r.pids("server")] if not gone(pid)] == []
+
+
+def test_a_server_that_exits_while_the_logins_print_still_takes_the_worker_down(run):
+    r = run(FAKE_SERVER_DIES_AT_LOGINS="1")
 
     r.finish()
     assert [pid for pid in [*r.pids("worker"), *r.pids("server")] if not gone(pid)] == []
