@@ -569,7 +569,7 @@ def _notify_on_commit(lead_ids: list[int], kind: str) -> None:
 
 
 # What batch routing reads of each lead: its routing fields and what the assignment depends on.
-_BATCH_FIELDS = ["id", "routed_at", "first_touch_at", *LEAD_FIELDS]
+_BATCH_FIELDS = ["id", "routed_at", "first_touch_at", "updated_at", *LEAD_FIELDS]
 
 
 @dataclass
@@ -578,6 +578,7 @@ class _Plan:
     it would have to read again."""
 
     ids: list[int]
+    read_at: list[dt.datetime]  # each lead's updated_at when it was read
     now: dt.datetime
     roster: Roster
     cursors: dict[str, CursorState]
@@ -602,7 +603,8 @@ def _decide_batch(
 ) -> _Plan:
     """Decide every lead of a batch in memory. `roster` counts are advanced as leads are given
     out; `cursors` are not touched (the plan holds their new states)."""
-    plan = _Plan([fields["id"] for fields in data], now, roster, dict(cursors))
+    plan = _Plan([fields["id"] for fields in data], [fields["updated_at"] for fields in data], now, roster,
+                 dict(cursors))
     cursors = plan.cursors
     rng = random.Random()
     actor_id = actor.pk if actor is not None else None
@@ -679,7 +681,7 @@ def _unassigned_data(ids: list[int], *, lock: bool) -> list[dict[str, Any]]:
         data = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     for d in data:
         if isinstance(d["extra"], str):
-            d["extra"] = orjson.loads(d["extra"])
+            d["extra"] = json.loads(d["extra"])  # as JSONField does (orjson would turn huge ints into floats)
     return data
 
 
@@ -724,7 +726,7 @@ ROUTE_PIPELINE = True
 def _can_pipeline(count: int) -> bool:
     # A second connection cannot see an open transaction's leads, so only outside one.
     return (ROUTE_PIPELINE and count > 2 * ROUTE_BATCH and connection.vendor == "postgresql"
-            and not connection.in_atomic_block)
+            and not connection.in_atomic_block and connection.get_autocommit())
 
 
 class _Conflict(Exception):
@@ -744,14 +746,18 @@ def _apply_checked(plan: _Plan, rule_set_pk: int, *, actor, notify: bool) -> dic
             row = rows.get(key)
             if row is None or CursorState.from_json(row.state).to_json() != state:
                 raise _Conflict(f"cursor {key} moved")
+        # Lock the leads as they were read: still unassigned and not changed since (an import that
+        # merged a duplicate may have filled a blank country the decision did not see).
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM {connection.ops.quote_name(Lead._meta.db_table)} "
-                "WHERE id = ANY(%s::bigint[]) AND status = %s FOR UPDATE) AS locked",
-                [plan.ids, Lead.Status.UNASSIGNED],
+                f"SELECT count(*) FROM (SELECT 1 FROM {connection.ops.quote_name(Lead._meta.db_table)} AS l "
+                "JOIN unnest(%s::bigint[], %s::timestamptz[]) AS v(id, updated_at) "
+                "ON l.id = v.id AND l.updated_at = v.updated_at "
+                "WHERE l.id = ANY(%s::bigint[]) AND l.status = %s ORDER BY l.id FOR UPDATE OF l) AS locked",
+                [plan.ids, plan.read_at, plan.ids, Lead.Status.UNASSIGNED],
             )
             if cursor.fetchone()[0] != len(plan.ids):
-                raise _Conflict("a lead of the batch is no longer unassigned")
+                raise _Conflict("a lead of the batch changed or is no longer unassigned")
         return _apply_plan(plan, rows, actor=actor, notify=notify)
 
 
@@ -852,10 +858,11 @@ def _plan_batches(
             plan.before = {k: (cursors.get(k) or CursorState()).to_json() for k in plan.changed}
             plan.events_copy, plan.events = _events_copy_text(plan.events), []
             cursors = plan.cursors
+            # A batch of a few leads counts only the reps its rules could use: nothing to carry.
             carried = (
                 {c.rep_id: c.open_count for c in roster.candidates if c.rep_id is not None},
                 {c.rep_id: c.given_24h for c in roster.candidates if c.rep_id is not None},
-            )
+            ) if len(data) > selectors.FEW_LEADS else None
             writer.plans.put((start, plan))
     finally:
         writer.plans.put(None)

@@ -27,8 +27,9 @@ NAMES = ["ann", "bob", "cyd", "dee", "eve"]
 
 @pytest.fixture
 def small_batches(monkeypatch):
-    """Batches of 20 so that a few hundred leads make a long pipelined run."""
-    monkeypatch.setattr(services, "ROUTE_BATCH", 20)
+    """Batches of 25 so that a few hundred leads make a long pipelined run (still more than
+    FEW_LEADS, so counts are carried from batch to batch as in a real run)."""
+    monkeypatch.setattr(services, "ROUTE_BATCH", 25)
 
 
 def publish(rest: str = "weighted") -> None:
@@ -116,7 +117,7 @@ def test_single_lead_routed_between_decide_and_write_sends_the_run_to_the_plain_
     with caplog.at_level(logging.INFO, logger="routing.services"):
         counts = route_leads(ids, now=NOW, notify=False)
 
-    assert "pipelined routing stops" in caplog.text and "cursor DE moved" in caplog.text
+    assert "pipelined routing stops at lead 50 " in caplog.text and "cursor DE moved" in caplog.text
     assert counts == {"assigned": 200, "pooled": 0, "unassigned": 0}
     assert Lead.objects.filter(status=Lead.Status.UNASSIGNED).count() == 0
     assert LeadEvent.objects.filter(kind="routed").values("lead").annotate(n=Count("id")).filter(n__gt=1).count() == 0
@@ -149,10 +150,13 @@ def test_lead_taken_by_someone_else_before_its_batch_is_written_is_left_to_them(
     assert Lead.objects.filter(status=Lead.Status.UNASSIGNED).count() == 0
 
 
-def test_capacity_holds_across_pipelined_batches_and_recounts(small_batches, monkeypatch):
-    """Counts carried from batch to batch and recounted (after the writer caught up) keep every
-    rep at or under capacity; the leads nobody can take stay unassigned with the reason."""
-    monkeypatch.setattr(services, "LOADS_MAX_AGE", 0.0)  # recount before every batch
+@pytest.mark.parametrize("max_age", [0.0, services.LOADS_MAX_AGE], ids=["recount-each-batch", "carried"])
+def test_capacity_holds_across_pipelined_batches_and_recounts(small_batches, monkeypatch, max_age):
+    """Counts carried from batch to batch, or recounted after the writer caught up, keep every rep
+    at or under capacity; the leads nobody can take stay unassigned with the reason."""
+    monkeypatch.setattr(services, "LOADS_MAX_AGE", max_age)
+    pipelined_calls = []
+    monkeypatch.setattr(services, "_route_pipelined", wrap_counting(services._route_pipelined, pipelined_calls))
     for name in NAMES:
         RepFactory(user__username=name, capacity=30)
     publish()
@@ -160,10 +164,83 @@ def test_capacity_holds_across_pipelined_batches_and_recounts(small_batches, mon
 
     counts = route_leads(ids, now=NOW, notify=False)
 
+    assert pipelined_calls == [220]
     per_rep = Counter(Lead.objects.filter(owner__isnull=False).values_list("owner__user__username", flat=True))
     assert max(per_rep.values()) <= 30
     assert counts["assigned"] == sum(per_rep.values()) == 150
     assert counts["unassigned"] == Lead.objects.filter(status=Lead.Status.UNASSIGNED).count() == 70
+
+
+def test_lead_edited_after_it_was_decided_is_decided_again_with_its_new_values(small_batches, monkeypatch):
+    """An import merging a duplicate fills the blank country of a waiting lead while its batch is
+    being decided: the batch is not written on the old values; the lead goes to the DE rule."""
+    for name in NAMES:
+        RepFactory(user__username=name)
+    publish()
+    ids = make_leads(150)
+    blank = ids[80]
+    Lead.objects.filter(pk=blank).update(country="")
+    real_apply = services._apply_checked
+
+    def apply(plan, rule_set_pk, **kwargs):
+        if blank in plan.ids:
+            lead = Lead.objects.get(pk=blank)
+            lead.country = "DE"
+            lead.save(update_fields=["country", "updated_at"])
+        return real_apply(plan, rule_set_pk, **kwargs)
+
+    monkeypatch.setattr(services, "_apply_checked", apply)
+    route_leads(ids, now=NOW, notify=False)
+
+    assert Lead.objects.get(pk=blank).rule.name == "DE"
+    assert Lead.objects.filter(status=Lead.Status.UNASSIGNED).count() == 0
+
+
+def test_writer_error_stops_the_run_and_is_raised_with_earlier_batches_kept(small_batches, monkeypatch):
+    for name in NAMES:
+        RepFactory(user__username=name)
+    publish()
+    ids = make_leads(150)
+    real_apply = services._apply_checked
+    written = []
+
+    def apply(plan, rule_set_pk, **kwargs):
+        if len(written) == 2:
+            raise RuntimeError("disk full")
+        written.append(plan.ids)
+        return real_apply(plan, rule_set_pk, **kwargs)
+
+    monkeypatch.setattr(services, "_apply_checked", apply)
+    with pytest.raises(RuntimeError, match="disk full"):
+        route_leads(ids, now=NOW, notify=False)
+
+    done = [pk for batch in written for pk in batch]
+    assert len(done) == 50
+    assert set(Lead.objects.filter(status=Lead.Status.ASSIGNED).values_list("pk", flat=True)) == set(done)
+    assert LeadEvent.objects.filter(kind="routed").count() == 50
+
+
+def test_every_lead_is_notified_once_even_when_a_planned_batch_was_thrown_away(small_batches, monkeypatch):
+    for name in NAMES:
+        RepFactory(user__username=name)
+    publish()
+    ids = make_leads(150)
+    intruder = LeadFactory(country="DE", received_at=NOW)
+    real_apply = services._apply_checked
+    seen = []
+
+    def apply(plan, rule_set_pk, **kwargs):
+        seen.append(plan)
+        if len(seen) == 2:
+            lead_route(Lead.objects.get(pk=intruder.pk), now=NOW)
+        return real_apply(plan, rule_set_pk, **kwargs)
+
+    monkeypatch.setattr(services, "_apply_checked", apply)
+    route_leads(ids, now=NOW)
+
+    notified = Counter(LeadEvent.objects.filter(kind="notified").values_list("lead_id", flat=True))
+    assert set(notified) == {*ids, intruder.pk}
+    assert set(notified.values()) == {1}
 
 
 def test_batch_rows_read_as_tuples_equal_what_the_orm_gives():
