@@ -252,3 +252,24 @@ def test_batch_rows_read_as_tuples_equal_what_the_orm_gives():
 
     assert services._unassigned_data([lead.pk], lock=False) == expected
     assert type(services._unassigned_data([lead.pk], lock=False)[0]["value"]) is Decimal
+
+
+def test_batches_read_the_fields_the_rules_test_including_extra(small_batches):
+    """Batches read only the columns the rules need; a rule on an extra field and one on
+    company size must still see their values."""
+    for name in NAMES:
+        RepFactory(user__username=name)
+    ruleset_publish(ruleset_create_draft({"name": "X", "rules": [
+        {"name": "spring", "when": [{"field": "extra.campaign", "op": "eq", "value": "spring"}],
+         "candidates": {"reps": ["ann"]}, "strategy": "round_robin"},
+        {"name": "big", "when": [{"field": "company_size", "op": "gte", "value": 1000}],
+         "candidates": {"reps": ["bob"]}, "strategy": "round_robin"},
+        {"name": "rest", "candidates": {"reps": ["cyd"]}, "strategy": "round_robin"},
+    ]}))
+    leads = [LeadFactory(extra={"campaign": "spring"} if i % 3 == 0 else {}, company_size=5000 if i % 3 == 1 else 10,
+                         received_at=NOW - dt.timedelta(minutes=90 - i)) for i in range(90)]
+
+    route_leads([lead.pk for lead in leads], now=NOW, notify=False)
+
+    got = dict(Lead.objects.values_list("pk", "rule__name"))
+    assert [got[lead.pk] for lead in leads] == ["spring", "big", "rest"] * 30
