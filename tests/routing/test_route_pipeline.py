@@ -27,8 +27,8 @@ NAMES = ["ann", "bob", "cyd", "dee", "eve"]
 
 @pytest.fixture
 def small_batches(monkeypatch):
-    """Batches of 25 so that a few hundred leads make a long pipelined run (still more than
-    FEW_LEADS, so counts are carried from batch to batch as in a real run)."""
+    """Batches of 25 (50 when pipelined) so that a few hundred leads make a long pipelined run
+    (still more than FEW_LEADS, so counts are carried from batch to batch as in a real run)."""
     monkeypatch.setattr(services, "ROUTE_BATCH", 25)
 
 
@@ -117,7 +117,7 @@ def test_single_lead_routed_between_decide_and_write_sends_the_run_to_the_plain_
     with caplog.at_level(logging.INFO, logger="routing.services"):
         counts = route_leads(ids, now=NOW, notify=False)
 
-    assert "pipelined routing stops at lead 50 " in caplog.text and "cursor DE moved" in caplog.text
+    assert "pipelined routing stops at lead 100 " in caplog.text and "cursor DE moved" in caplog.text
     assert counts == {"assigned": 200, "pooled": 0, "unassigned": 0}
     assert Lead.objects.filter(status=Lead.Status.UNASSIGNED).count() == 0
     assert LeadEvent.objects.filter(kind="routed").values("lead").annotate(n=Count("id")).filter(n__gt=1).count() == 0
@@ -200,7 +200,7 @@ def test_writer_error_stops_the_run_and_is_raised_with_earlier_batches_kept(smal
     for name in NAMES:
         RepFactory(user__username=name)
     publish()
-    ids = make_leads(150)
+    ids = make_leads(250)
     real_apply = services._apply_checked
     written = []
 
@@ -215,9 +215,9 @@ def test_writer_error_stops_the_run_and_is_raised_with_earlier_batches_kept(smal
         route_leads(ids, now=NOW, notify=False)
 
     done = [pk for batch in written for pk in batch]
-    assert len(done) == 50
+    assert len(done) == 100
     assert set(Lead.objects.filter(status=Lead.Status.ASSIGNED).values_list("pk", flat=True)) == set(done)
-    assert LeadEvent.objects.filter(kind="routed").count() == 50
+    assert LeadEvent.objects.filter(kind="routed").count() == 100
 
 
 def test_every_lead_is_notified_once_even_when_a_planned_batch_was_thrown_away(small_batches, monkeypatch):
@@ -254,7 +254,7 @@ def test_batch_rows_read_as_tuples_equal_what_the_orm_gives():
     assert type(services._unassigned_data([lead.pk], lock=False)[0]["value"]) is Decimal
 
 
-def test_batches_read_the_fields_the_rules_test_including_extra(small_batches):
+def test_batches_read_the_fields_the_rules_test_including_extra(small_batches, monkeypatch):
     """Batches read only the columns the rules need; a rule on an extra field and one on
     company size must still see their values."""
     for name in NAMES:
@@ -267,9 +267,12 @@ def test_batches_read_the_fields_the_rules_test_including_extra(small_batches):
         {"name": "rest", "candidates": {"reps": ["cyd"]}, "strategy": "round_robin"},
     ]}))
     leads = [LeadFactory(extra={"campaign": "spring"} if i % 3 == 0 else {}, company_size=5000 if i % 3 == 1 else 10,
-                         received_at=NOW - dt.timedelta(minutes=90 - i)) for i in range(90)]
+                         received_at=NOW - dt.timedelta(minutes=150 - i)) for i in range(150)]
 
+    pipelined_calls = []
+    monkeypatch.setattr(services, "_route_pipelined", wrap_counting(services._route_pipelined, pipelined_calls))
     route_leads([lead.pk for lead in leads], now=NOW, notify=False)
 
+    assert pipelined_calls == [150]
     got = dict(Lead.objects.values_list("pk", "rule__name"))
-    assert [got[lead.pk] for lead in leads] == ["spring", "big", "rest"] * 30
+    assert [got[lead.pk] for lead in leads] == ["spring", "big", "rest"] * 50
