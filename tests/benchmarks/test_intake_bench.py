@@ -14,6 +14,8 @@
 - api_post_lead_p50 / _p99: one POST /api/leads/ through the whole stack, sequentially, against
   creating the same lead and its event straight through the ORM; api_post_lead_8way_p50 / _p99:
   8 concurrent clients, against the sequential figures.
+- api_post_lead_routed_p50 / _p99: the sequential POSTs again with a published rule set (5 rules, 40
+  reps), each lead routed and explained in the response; baseline the same POSTs with no rules.
 """
 
 from __future__ import annotations
@@ -223,8 +225,8 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def test_api_post_lead():
-    n = max(50, min(scale() // 200, 500))
+def _api_poster():
+    """A function POSTing one lead through the full stack with an ops token; returns ms."""
     user = UserFactory(username="bench-ops", groups=["Ops"])
     _, raw = ApiToken.issue(user, name="bench")
     headers = {"Authorization": f"Bearer {raw}"}
@@ -236,6 +238,29 @@ def test_api_post_lead():
         elapsed = time.perf_counter() - start
         assert resp.status_code == 201, resp.content
         return elapsed * 1000
+
+    return post
+
+
+def test_api_post_lead_routed():
+    """The same sequential POSTs with a published rule set (the routed import's 5 rules, 40 reps):
+    each lead is routed and its explanation returned. Baseline: the same POSTs before publishing."""
+    n = max(50, min(scale() // 200, 500))
+    post = _api_poster()
+    client = Client()
+    plain = [post(client, f"plain{i}@bench.example") for i in range(n)]
+    build_routing()
+    routed = [post(client, f"routed{i}@bench.example") for i in range(n)]
+    assert Lead.objects.filter(email__startswith="routed", owner__isnull=False).count() == n
+    plain50, plain99 = _percentiles(plain)
+    routed50, routed99 = _percentiles(routed)
+    emit("api_post_lead_routed_p50", routed50, "ms", plain50, routed50 / plain50)
+    emit("api_post_lead_routed_p99", routed99, "ms", plain99, routed99 / plain99)
+
+
+def test_api_post_lead():
+    n = max(50, min(scale() // 200, 500))
+    post = _api_poster()
 
     orm: list[float] = []
     for i in range(n):

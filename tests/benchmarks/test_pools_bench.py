@@ -10,6 +10,11 @@
   with its own connection, as web requests are served by separate worker processes. The threads
   variant mostly measures 20 claimers queueing for one interpreter's GIL. This pool has a claim
   limit, so members also reach it; no member may end above it.
+- claim_burst (PostgreSQL): the shotgun moment — a lead announced to 20 members, all of whom click at
+  the same instant (20 processes released by a barrier, one lead per round, 200 rounds). Every
+  attempt's latency (baseline: the lone claimer), exactly one winner per lead. Unlike the closed
+  loops above, claimers do not queue behind their own previous attempt, so the p99 is the time the
+  20th click of a burst waits.
 - board_render: time to render /board/ with 1,000 waiting leads against an empty board (ratio ≤ 3:
   the table is paginated and counted in SQL, so the pool's size must not show in the page time).
 
@@ -89,9 +94,12 @@ def p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100)[98] if len(samples) >= 2 else (samples[0] if samples else 0.0)
 
 
-def timed_claims(rep: Rep, lead_ids: list[int], latencies: list[float]) -> int:
+def timed_claims(rep: Rep, lead_ids: list[int], latencies: list[float], before_each=None) -> int:
+    """Claim each lead in turn (after `before_each()`, e.g. a barrier), timing every attempt."""
     won = 0
     for pk in lead_ids:
+        if before_each is not None:
+            before_each()
         start = time.perf_counter()
         try:
             lead_claim(Lead(pk=pk), rep=rep)
@@ -160,16 +168,33 @@ def emit_contention(name: str, run: Run, solo: Run, lead_ids: list[int]) -> None
     assert run.won == len(claims) == Lead.objects.filter(pk__in=lead_ids, owner__isnull=False).count()
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_claim_contention():
+@dataclass
+class Contention:
+    """What every contention variant starts from: the solo baseline, then 20 members of one pool of
+    1,000 leads, each with its own random list of leads to try."""
+
+    warm_lead_id: int
+    solo: Run
+    reps: list[Rep]
+    lead_ids: list[int]
+    plans: list[list[int]]
+
+
+def contention(claim_limit: int | None = None) -> Contention:
     rng = random.Random(7)
     warm_lead_id = foreign_lead()
     solo = solo_run(warm_lead_id)
-
     reps = make_reps(CLAIMERS, "claimer")
-    lead_ids = make_pool("contended", reps, LEADS)
-    plans = [rng.sample(lead_ids, ATTEMPTS_EACH) for _ in reps]
+    lead_ids = make_pool("contended", reps, LEADS, claim_limit=claim_limit)
+    return Contention(warm_lead_id, solo, reps, lead_ids, [rng.sample(lead_ids, ATTEMPTS_EACH) for _ in reps])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_claim_contention():
+    setup = contention()
+    warm_lead_id, solo, reps, lead_ids, plans = (setup.warm_lead_id, setup.solo, setup.reps, setup.lead_ids,
+                                                 setup.plans)
     latencies: list[float] = []
     wins: list[int] = []
     barrier = threading.Barrier(CLAIMERS)
@@ -215,13 +240,9 @@ def _claimer_process(rep: Rep, plan: list[int], warm_lead_id: int, barrier, resu
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_claim_contention_procs():
-    rng = random.Random(7)
-    warm_lead_id = foreign_lead()
-    solo = solo_run(warm_lead_id)
-
-    reps = make_reps(CLAIMERS, "claimer")
-    lead_ids = make_pool("contended", reps, LEADS, claim_limit=PROCS_CLAIM_LIMIT)
-    plans = [rng.sample(lead_ids, ATTEMPTS_EACH) for _ in reps]
+    setup = contention(claim_limit=PROCS_CLAIM_LIMIT)
+    warm_lead_id, solo, reps, lead_ids, plans = (setup.warm_lead_id, setup.solo, setup.reps, setup.lead_ids,
+                                                 setup.plans)
     # transaction=True: the pool is committed, so the claimers' own connections see it. Each forked
     # child must open its own connection, never use (or close) a socket inherited from this process.
     connections.close_all()
@@ -251,6 +272,51 @@ def test_claim_contention_procs():
     at_limit = sum(1 for n in held.values() if n == PROCS_CLAIM_LIMIT)
     assert over == 0
     assert at_limit > 0, "no member reached the limit: the limit was not exercised"
+
+
+BURST_ROUNDS = 200
+
+
+def _burst_process(rep: Rep, lead_ids: list[int], warm_lead_id: int, barrier, results) -> None:
+    """Claim every lead of the round at the barrier's signal, like every other member."""
+    try:
+        warm_up(rep, warm_lead_id)
+        latencies: list[float] = []
+        won = timed_claims(rep, lead_ids, latencies, before_each=barrier.wait)
+        results.put((won, latencies))
+    finally:
+        connection.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_claim_burst():
+    warm_lead_id = foreign_lead()
+    solo = solo_run(warm_lead_id)
+    reps = make_reps(CLAIMERS, "burst")
+    lead_ids = make_pool("burst", reps, BURST_ROUNDS)
+    connections.close_all()  # forked children open their own connections
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(CLAIMERS), ctx.Queue()
+    procs = [ctx.Process(target=_burst_process, args=(rep, lead_ids, warm_lead_id, barrier, results)) for rep in reps]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0] * CLAIMERS
+
+    latencies = [t for _, lat in outcomes for t in lat]
+    p50, p99_ms = statistics.median(latencies) * 1000, p99(latencies) * 1000
+    solo_p50, solo_p99 = statistics.median(solo.latencies) * 1000, p99(solo.latencies) * 1000
+    emit("claim_burst_p50", p50, "ms", solo_p50, p50 / solo_p50)
+    emit("claim_burst_p99", p99_ms, "ms", solo_p99, p99_ms / solo_p99)
+    winners = Counter(
+        LeadEvent.objects.filter(kind=LeadEvent.Kind.CLAIMED, lead_id__in=lead_ids).values_list("lead_id", flat=True)
+    )
+    emit("claim_burst_double_owners", sum(1 for n in winners.values() if n > 1), "leads", 0, 0)
+    assert sum(won for won, _ in outcomes) == BURST_ROUNDS
+    assert set(winners) == set(lead_ids) and set(winners.values()) == {1}
 
 
 def median_renders(clients: list[Client], runs: int = 15) -> list[float]:
