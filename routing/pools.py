@@ -354,7 +354,8 @@ _CLAIM_EXECUTE = "; ".join(
 
 
 @functools.cache
-def _claim_prepare_sql() -> str:
+def _claim_prepare_sql() -> dict[str, str]:
+    """The PREPARE statement of each claim statement, by name."""
     def prepare(name: str, params: dict[str, str], sql: str) -> str:
         numbers = {p: f"${i}" for i, p in enumerate(params, 1)}
         return f"PREPARE {name} ({', '.join(params.values())}) AS " + re.sub(
@@ -362,18 +363,25 @@ def _claim_prepare_sql() -> str:
         )
 
     lock, claim = _claim_statements()
-    return ";\n".join([prepare("leadops_claim_lock", _CLAIM_LOCK_PARAMS, lock),
-                       prepare("leadops_claim", _CLAIM_PARAMS, claim)])
+    return {"leadops_claim_lock": prepare("leadops_claim_lock", _CLAIM_LOCK_PARAMS, lock),
+            "leadops_claim": prepare("leadops_claim", _CLAIM_PARAMS, claim)}
 
 
 def _prepare_claim(cursor) -> None:
     """PREPARE the claim statements once per database session. Prepared statements live as long as
     the session (a rolled-back transaction keeps them), so marking the raw connection is enough;
-    a new connection (CONN_MAX_AGE, a reconnect) prepares again. A pooler in transaction mode, or
-    DISCARD ALL, would drop them behind our back: connect to PostgreSQL directly."""
+    a new connection (CONN_MAX_AGE, a reconnect) prepares again. The session is asked which ones it
+    already has: a PREPARE that half-succeeded (the first statement prepared, the second cancelled)
+    would otherwise make every later claim fail with "already exists". A pooler in transaction
+    mode, or DISCARD ALL, would drop them behind our back: connect to PostgreSQL directly."""
     raw = connection.connection
     if getattr(connection, "_claim_prepared_on", None) is not raw:
-        cursor.execute(_claim_prepare_sql())
+        statements = _claim_prepare_sql()
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE name = ANY(%s)", [list(statements)])
+        have = {name for (name,) in cursor.fetchall()}
+        missing = [sql for name, sql in statements.items() if name not in have]
+        if missing:
+            cursor.execute(";\n".join(missing))
         connection._claim_prepared_on = raw
 
 

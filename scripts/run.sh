@@ -20,6 +20,13 @@ first_signal=() # the signal each group is asked to stop with first
 
 alive() {  # any process left in one of the groups? Zombies do not count: an orphaned child is
            # reaped by init, which in a container may take its time (or never come).
+    if ! command -v ps >/dev/null 2>&1; then
+        # A slim image without procps: ask the kernel about each group (zombies then count, so a
+        # stop may wait out its timeouts, but it never skips the signals).
+        local g
+        for g in "${groups[@]}"; do kill -0 -- "-$g" 2>/dev/null && return 0; done
+        return 1
+    fi
     ps -A -o pgid= -o stat= | awk -v groups=" ${groups[*]} " '
         index(groups, " " $1 " ") && $2 !~ /^Z/ { found = 1 } END { exit !found }'
 }

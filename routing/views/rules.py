@@ -128,7 +128,14 @@ def rules_new_draft(request: HttpRequest) -> HttpResponse:
         if not source_id.isdigit():
             raise Http404("No such rule set")
         source = get_object_or_404(RuleSet, pk=int(source_id))
-    draft = draft_create(actor=request.user, source=source)
+    try:
+        draft = draft_create(actor=request.user, source=source)
+    except RuleFileError as exc:
+        # A version stored before a rule check was tightened (e.g. an unknown ladder step) no longer
+        # passes it: say which fault, rather than a server error.
+        messages.error(request, f"This version cannot be copied as it is: {'; '.join(exc.faults)}. "
+                                "Start an empty draft or load a corrected rule file.")
+        return redirect("rules_list")
     messages.success(request, f"Draft v{draft.version} created.")
     return redirect("rules_detail", draft.pk)
 
@@ -347,6 +354,10 @@ def rules_rollback(request: HttpRequest) -> HttpResponse:
             restored = ruleset_rollback(actor=request.user)
         except RuleSetRefused as exc:
             messages.error(request, str(exc))
+            return redirect("rules_list")
+        except RuleFileError as exc:
+            messages.error(request, f"v{previous.version} no longer passes the rule checks, so nothing changed: "
+                                    f"{'; '.join(exc.faults)}.")
             return redirect("rules_list")
         messages.success(request, f"Rolled back: v{restored.version} (a copy of v{previous.version}) is in force.")
         return redirect("rules_list")

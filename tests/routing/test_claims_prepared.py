@@ -82,3 +82,18 @@ def test_a_new_connection_prepares_the_claim_again():
 
     assert second.owner == rep
     assert prepared_claims() == {"leadops_claim_lock": 1, "leadops_claim": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_left_half_prepared_still_claims():
+    """A PREPARE cut short (the first statement prepared, the second cancelled by a timeout) must not
+    make every later claim on that connection fail with "already exists"."""
+    rep = RepFactory()
+    pool = PoolFactory(members=[rep])
+    lead_claim(pooled(pool), rep=rep)
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE leadops_claim")
+    connection._claim_prepared_on = None  # as if the marker was never set after the cut
+
+    assert lead_claim(pooled(pool), rep=rep).owner == rep
+    assert set(prepared_claims()) == {"leadops_claim_lock", "leadops_claim"}

@@ -391,6 +391,23 @@ def test_rolling_back_with_nothing_earlier_says_so(manager_client, published):
     assert RuleSet.objects.get().status == "published"
 
 
+def test_a_stored_version_that_no_longer_passes_the_checks_is_refused_with_the_fault_not_a_500(
+    manager_client, published, draft, manager
+):
+    """Versions stored before a rule check was tightened (here an unknown ladder step) can still be
+    in the history: rolling back to one, or copying it, says why not and changes nothing."""
+    Rule.objects.filter(rule_set=published, name="Urgent").update(ladder=["remnd"])
+    ruleset_publish(draft, actor=manager)
+
+    response = manager_client.post(reverse("rules_rollback"), follow=True)
+    assert response.status_code == 200 and "remnd" in response.content.decode()
+    assert RuleSet.objects.get(status="published").pk == draft.pk
+
+    response = manager_client.post(reverse("rules_new_draft"), {"source": published.pk}, follow=True)
+    assert response.status_code == 200 and "cannot be copied" in response.content.decode()
+    assert not RuleSet.objects.filter(status="draft").exists()
+
+
 def test_the_history_diff_shows_rules_added_removed_and_changed(manager_client, published, draft):
     everyone = draft.rules.get(name="Everyone")
     manager_client.post(reverse("rules_rule_edit", args=[draft.pk, everyone.pk]),

@@ -199,3 +199,19 @@ def test_a_worker_deaf_to_sigint_and_sigterm_is_killed_after_the_timeout(run):
     assert r.finish() == 143
     assert [pid for pid in r.pids("worker") if not gone(pid)] == []
     assert "sending SIGKILL" in r.output
+
+
+def test_without_ps_on_the_machine_the_signals_still_go_out(run, tmp_path):
+    """A slim image without procps: the script must still stop both (it used to skip every signal,
+    believing nothing was running, and then wait forever)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "sleep", "awk"):
+        (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True,
+                                                   check=True).stdout.strip())
+    r = run(PATH=str(bin_dir))
+
+    os.kill(r.proc.pid, signal.SIGTERM)
+
+    assert r.finish() == 143
+    assert [pid for pid in [*r.pids("worker"), *r.pids("server")] if not gone(pid)] == []
