@@ -28,6 +28,7 @@ from routing import services
 from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
 from routing.intake_normalise import LeadCleaner, row_cleaner
 from routing.models import ImportJob, Lead, LeadEvent
+from routing.pgcopy import COPY_ESCAPES, copy_value
 
 CHUNK_ROWS = 5000
 # Fields a duplicate may fill in on the lead it merges into (never owner/status: the lead keeps them).
@@ -411,8 +412,6 @@ def _insert_leads_orm(creators: list[_Row], *, source: str, job: ImportJob | Non
     )
 
 
-# COPY's text format: a tab between columns, \N for NULL, and these four escaped inside values.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": ""})
 _TEXT_FIELDS = [f for f in FIELDS if f not in ("company_size", "score", "value", "received_at")]
 # routing_lead columns in the order the lead COPY writes them. Django sets no database defaults,
 # so the bookkeeping columns of a new lead are written out too.
@@ -421,16 +420,6 @@ _LEAD_COPY = ["id", *_TEXT_FIELDS, "company_size", "score", "value", "received_a
               "updated_at"]
 _BODY_TABS = len(_TEXT_FIELDS) + 4
 _seq_names: dict[str, str] = {}
-
-
-def _copy_value(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return str(value)
 
 
 def _copy_body(d: dict[str, Any]) -> str:
@@ -450,7 +439,7 @@ def _copy_body(d: dict[str, Any]) -> str:
     # break or a NUL; then every value is escaped one by one.
     if body.count("\t") != _BODY_TABS or body.count("\\") != (size is None) + (score is None) + (value is None) \
             or "\n" in body or "\r" in body or "\x00" in body:
-        body = "\t".join(_copy_value(v) for v in (
+        body = "\t".join(copy_value(v) for v in (
             *(d[name] for name in _TEXT_FIELDS), size, score, value, d["received_at"], json.dumps(extra),
         ))
     return body
@@ -482,7 +471,7 @@ def _write_chunk_pg(
     merged = 0
     with connection.cursor() as cur:
         events: list[str] = []
-        source_json = json.dumps(source).translate(_COPY_ESCAPES)
+        source_json = json.dumps(source).translate(COPY_ESCAPES)
         if creators:
             ids = _lead_ids(cur, len(creators))
             job_id = str(job.pk) if job else "\\N"
@@ -512,7 +501,7 @@ def _write_chunk_pg(
 
 
 def _merge_line(lead_id: int, dup: _Row, now_iso: str, source_json: str) -> str:
-    email = json.dumps(dup.data["email"]).translate(_COPY_ESCAPES)
+    email = json.dumps(dup.data["email"]).translate(COPY_ESCAPES)
     return f'{lead_id}\tmerged\t{now_iso}\t{{"row": {dup.row}, "email": {email}, "source": {source_json}}}\n'
 
 

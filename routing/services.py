@@ -38,6 +38,7 @@ from routing.engine import (
 )
 from routing.models import Lead, LeadEvent, Pool, Rule, RuleCursor, RuleSet
 from routing.models.lead import LEAD_FIELDS
+from routing.pgcopy import COPY_ESCAPES, copy_value
 from routing.rulefile import RuleFileError, known_names_from_db, ruleset_validate
 
 log = logging.getLogger(__name__)
@@ -437,14 +438,6 @@ def _write_events(rows: list[EventRow], *, copy_text: str = "") -> None:
         copy.write(copy_text + _events_copy_text(rows))
 
 
-# COPY's text format: these characters would end a field or a row.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_id(value: int | None) -> str:
-    return "\\N" if value is None else str(value)
-
-
 def _events_copy_text(rows: list[EventRow]) -> str:
     """Events as COPY text, formatted by hand: psycopg adapting eight values per row took longer
     than PostgreSQL took to store them. Kinds are fixed words; `detail` is JSON, which escapes its
@@ -455,8 +448,8 @@ def _events_copy_text(rows: list[EventRow]) -> str:
         when = moments.get(at)
         if when is None:
             when = moments[at] = at.isoformat()
-        lines.append(f"{lead_id}\t{kind}\t{when}\t{_copy_id(actor_id)}\t{_copy_id(rep_id)}\t{_copy_id(rule_id)}\t"
-                     f"{_copy_id(pool_id)}\t{_json(detail).translate(_COPY_ESCAPES)}\n")
+        lines.append(f"{lead_id}\t{kind}\t{when}\t{copy_value(actor_id)}\t{copy_value(rep_id)}\t{copy_value(rule_id)}\t"
+                     f"{copy_value(pool_id)}\t{_json(detail).translate(COPY_ESCAPES)}\n")
     return "".join(lines)
 
 
