@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
 
 from routing.models import ApiToken
+
+# "Last used" is kept to the minute: enough to decide which tokens to revoke, and a busy form or
+# CRM integration then writes the token's row once a minute instead of on every request.
+LAST_USED_PRECISION = dt.timedelta(minutes=1)
 
 
 class TokenAuth(HttpBearer):
@@ -16,8 +22,9 @@ class TokenAuth(HttpBearer):
             return None
         request.user = found.user
         request.api_token = found
-        # Cheap enough per request; keeps "last used" honest for revocation decisions.
-        ApiToken.objects.filter(pk=found.pk).update(last_used_at=timezone.now())
+        now = timezone.now()
+        if found.last_used_at is None or now - found.last_used_at >= LAST_USED_PRECISION:
+            ApiToken.objects.filter(pk=found.pk).update(last_used_at=now)
         return found
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 
@@ -293,3 +294,24 @@ def test_a_routed_lead_comes_back_with_its_owner_rule_and_explanation(client, op
 
     assert (body["status"], body["owner"], body["rule"]) == ("assigned", "erin", "Everyone to Erin")
     assert body["explanation"]
+
+
+def test_a_token_records_when_it_was_last_used_to_the_minute(client, ops_user):
+    """Managers revoke tokens nobody uses: the first use is recorded, and a token used again is
+    brought up to date once a minute has passed (not rewritten on every request)."""
+    headers = bearer(ops_user)
+    token = ApiToken.objects.get()
+    assert token.last_used_at is None
+
+    post(client, "/api/leads/", {"email": "a@lead.example"}, headers)
+    token.refresh_from_db()
+    first = token.last_used_at
+    assert first is not None
+    post(client, "/api/leads/", {"email": "b@lead.example"}, headers)
+    token.refresh_from_db()
+    assert token.last_used_at == first
+
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first - dt.timedelta(minutes=2))
+    post(client, "/api/leads/", {"email": "c@lead.example"}, headers)
+    token.refresh_from_db()
+    assert token.last_used_at > first
