@@ -339,7 +339,13 @@ class _Loads:
     def fresh(self) -> tuple[dict[int, int], dict[int, int]] | None:
         return self.counts if self.counts is not None and time.monotonic() - self.at < LOADS_MAX_AGE else None
 
-    def keep(self, roster: Roster, counted_now: bool) -> None:
+    def keep(self, roster: Roster, *, counted_now: bool, few: bool) -> None:
+        """Carry the roster's counts, which include the batch just decided. A batch of a few leads
+        (`selectors.FEW_LEADS`) counted only the reps its rules could use: nothing is carried
+        then, and what was carried before is dropped too, since it misses this batch's leads."""
+        if few:
+            self.counts = None
+            return
         self.counts = (
             {c.rep_id: c.open_count for c in roster.candidates if c.rep_id is not None},
             {c.rep_id: c.given_24h for c in roster.candidates if c.rep_id is not None},
@@ -755,14 +761,15 @@ def _route_batch(
         if loaded is None:
             _write_events(_unassigned_rows([(lead["id"], _no_rules(None, now)) for lead in data], now, actor))
             return {"assigned": 0, "pooled": 0, "unassigned": len(data)}
-        carried = loads.fresh() if loads is not None and len(data) > selectors.FEW_LEADS else None
+        few = len(data) <= selectors.FEW_LEADS
+        carried = loads.fresh() if loads is not None and not few else None
         roster = selectors.roster_for_leads(data, loaded.compiled, now, states=states, counts=carried)
         cursors = {k: CursorState.from_json(r.state) for k, r in rows.items()}
         plan = _decide_batch(data, loaded, roster, cursors, now, actor)
         counts = _apply_plan(plan, rows, actor=actor, notify=notify)
-        if loads is not None and len(data) > selectors.FEW_LEADS:
+        if loads is not None:
             # A failed batch raises out of route_leads, taking these counts with it.
-            loads.keep(roster, counted_now=carried is None)
+            loads.keep(roster, counted_now=carried is None, few=few)
     return counts
 
 
@@ -901,8 +908,7 @@ def _plan_batches(
 ) -> None:
     """The deciding half of `_route_pipelined`: hand every batch to the writer, stopping early
     once it has stopped; always ends the writer's queue and waits for it."""
-    carried: tuple[dict[int, int], dict[int, int]] | None = None
-    counted_at = 0.0
+    loads = _Loads()
     fields = _batch_fields(loaded)
     try:
         size = PIPELINE_BATCH_FACTOR * ROUTE_BATCH
@@ -913,9 +919,10 @@ def _plan_batches(
             data = _unassigned_data(ids[start:start + size], lock=False, fields=fields)
             if not data:
                 continue
-            if carried is None or time.monotonic() - counted_at >= LOADS_MAX_AGE:
+            few = len(data) <= selectors.FEW_LEADS
+            carried = None if few else loads.fresh()
+            if carried is None:
                 writer.plans.join()  # every planned batch committed: the counts will include them
-                carried, counted_at = None, time.monotonic()
             roster = selectors.roster_for_leads(data, loaded.compiled, batch_now, states=states, counts=carried)
             plan = _decide_batch(data, loaded, roster, cursors, batch_now, actor)
             plan.before = {k: (cursors.get(k) or CursorState()).to_json() for k in plan.changed}
@@ -924,11 +931,7 @@ def _plan_batches(
                 plan.assign_arrays = _assignment_arrays(
                     plan.assigned, dict(zip(plan.ids, plan.read_at, strict=True)))
             cursors = plan.cursors
-            # A batch of a few leads counts only the reps its rules could use: nothing to carry.
-            carried = (
-                {c.rep_id: c.open_count for c in roster.candidates if c.rep_id is not None},
-                {c.rep_id: c.given_24h for c in roster.candidates if c.rep_id is not None},
-            ) if len(data) > selectors.FEW_LEADS else None
+            loads.keep(roster, counted_now=carried is None, few=few)
             writer.plans.put((start, plan))
     finally:
         writer.plans.put(None)

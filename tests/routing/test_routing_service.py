@@ -6,6 +6,7 @@ import datetime as dt
 from collections import Counter
 
 import pytest
+from django.utils import timezone
 
 from reps.models import Rep
 from routing import selectors, services
@@ -351,3 +352,24 @@ def test_explain_mentions_a_manual_assignment_after_the_routing(abc, manager):
     assert (explained["owner"], explained["rep"]) == ("c", "a")
     assert explained["since"] == {"kind": "manual_assigned", "at": "2026-11-25T11:00:00+00:00", "rep": "c",
                                   "by": "manager", "reason": "speaks Spanish"}
+
+
+def test_capacity_holds_when_a_batch_of_a_few_leads_sits_between_two_large_ones(monkeypatch):
+    """A batch with only a few leads still unassigned counts the loads of just the reps its rules
+    could use, and does not carry them on. The counts carried from before it miss its assignments,
+    so the next batch must count again instead of reusing them (it used to: ann ended above 27)."""
+    monkeypatch.setattr(services, "ROUTE_BATCH", 25)
+    ann = RepFactory(user__username="ann", capacity=27)
+    zed = RepFactory(user__username="zed")
+    ruleset_publish(ruleset_create_draft(
+        {"name": "C", "rules": [{"name": "all", "candidates": {"reps": ["ann"]}, "strategy": "round_robin"}]}
+    ))
+    start = timezone.now() - dt.timedelta(hours=1)
+    leads = [LeadFactory(received_at=start + dt.timedelta(seconds=i)) for i in range(75)]
+    # The second batch: 20 of its 25 leads were taken by someone else meanwhile.
+    Lead.objects.filter(pk__in=[lead.pk for lead in leads[25:45]]).update(owner=zed, status=Lead.Status.ASSIGNED)
+
+    route_leads([lead.pk for lead in leads])
+
+    assert Lead.objects.filter(owner=ann).count() == 27
+    assert Lead.objects.filter(status=Lead.Status.UNASSIGNED).count() == 75 - 20 - 27
