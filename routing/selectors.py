@@ -183,6 +183,16 @@ def ruleset_load(rule_set: RuleSet) -> LoadedRuleSet:
     return loaded
 
 
+def previous_published(current: RuleSet | None) -> RuleSet | None:
+    """The version in force before `current`: what a rollback restores (and its page names)."""
+    return (
+        RuleSet.objects.filter(status=RuleSet.Status.ARCHIVED, published_at__isnull=False)
+        .exclude(pk=getattr(current, "pk", None))
+        .order_by("-published_at", "-version")
+        .first()
+    )
+
+
 def published_ruleset() -> LoadedRuleSet | None:
     rule_set = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
     return ruleset_load(rule_set) if rule_set else None

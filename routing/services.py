@@ -167,13 +167,7 @@ def ruleset_rollback(*, actor=None, now: dt.datetime | None = None) -> RuleSet:
     Copying (rather than re-activating the old row) keeps the history linear: every publish is a
     version with its own who/when, and the note says which version it restores.
     """
-    current = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
-    previous = (
-        RuleSet.objects.filter(status=RuleSet.Status.ARCHIVED, published_at__isnull=False)
-        .exclude(pk=getattr(current, "pk", None))
-        .order_by("-published_at", "-version")
-        .first()
-    )
+    previous = selectors.previous_published(RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first())
     if previous is None:
         raise RuleSetRefused("no earlier published version to roll back to")
     with transaction.atomic():

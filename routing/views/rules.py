@@ -47,6 +47,7 @@ from routing.forms_rules import (
 from routing.models import Pool, Rule, RuleSet
 from routing.policy import describe_rule, ruleset_diff
 from routing.rulefile import RuleFileError
+from routing.selectors import previous_published
 from routing.services import (
     RuleSetRefused,
     ruleset_preview,
@@ -89,16 +90,6 @@ def _choices() -> dict[str, Any]:
     }
 
 
-def _previous_published(current: RuleSet | None) -> RuleSet | None:
-    # Same choice as ruleset_rollback makes, so the confirmation page names the version it restores.
-    return (
-        RuleSet.objects.filter(status=RuleSet.Status.ARCHIVED, published_at__isnull=False)
-        .exclude(pk=getattr(current, "pk", None))
-        .order_by("-published_at", "-version")
-        .first()
-    )
-
-
 # -- versions -------------------------------------------------------------------------------------
 
 
@@ -114,7 +105,7 @@ def rules_list(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "routing/rules/list.html", {
         "versions": versions,
         "published": published,
-        "can_roll_back": _previous_published(published) is not None,
+        "can_roll_back": previous_published(published) is not None,
     })
 
 
@@ -348,7 +339,7 @@ def rules_publish(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def rules_rollback(request: HttpRequest) -> HttpResponse:
     current = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
-    previous = _previous_published(current)
+    previous = previous_published(current)
     if request.method == "POST":
         try:
             restored = ruleset_rollback(actor=request.user)
