@@ -4,8 +4,9 @@ One `Notification` row per message and channel, so nothing is sent twice or lost
 
 - `lead_notify` (one lead) and `notices_write` (many, for sweeps) write the rows (inside the caller's
   transaction when there is one, so a rolled-back change leaves none) and queue ONE django-q2 task
-  for the rows to send now, on commit. Callers that change a lead
-  queue it with `transaction.on_commit(lambda: lead_notify(lead.pk, "assigned"))`.
+  for the rows to send now, on commit. Routing calls `lead_notify` inside its transaction (the rows
+  commit with the assignment); other callers queue it with
+  `transaction.on_commit(lambda: lead_notify(lead.pk, "assigned"))`.
 - `notification_deliver` claims a row with a conditional UPDATE (pending/failed → sending), sends it
   outside any transaction, then marks it sent (and writes the lead's `notified` event) or schedules
   a retry with exponential backoff; after `NOTIFY_MAX_ATTEMPTS` it becomes a dead letter.

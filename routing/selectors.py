@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from django.db.models import Count
+from django.db import connection
 
 from reps.availability import Schedule
 from reps.models import Rep, Territory, TimeOff, WorkingHours
@@ -30,16 +30,30 @@ DAY = dt.timedelta(hours=24)
 
 
 def load_counts(now: dt.datetime, rep_ids: Iterable[int] | None = None) -> tuple[dict[int, int], dict[int, int]]:
-    """Open leads per rep (capacity) and leads given in the 24 h before `now` (daily cap)."""
-    open_leads = Lead.objects.filter(status__in=Lead.LOAD_STATUSES, owner__isnull=False)
-    recent = Lead.objects.filter(owner__isnull=False, assigned_at__gt=now - DAY, assigned_at__lte=now)
-    if rep_ids is not None:
-        ids = list(rep_ids)
-        open_leads, recent = open_leads.filter(owner_id__in=ids), recent.filter(owner_id__in=ids)
-    return (
-        dict(open_leads.values_list("owner").annotate(n=Count("*")).values_list("owner", "n")),
-        dict(recent.values_list("owner").annotate(n=Count("*")).values_list("owner", "n")),
+    """Open leads per rep (capacity) and leads given in the 24 h before `now` (daily cap).
+
+    Both counts in one round trip of plain SQL: every routed API lead pays this, and compiling two
+    ORM aggregates cost more than running them. Each half keeps its own WHERE, so each uses its index.
+    """
+    ids = None if rep_ids is None else list(rep_ids)
+    if ids is not None and not ids:
+        return {}, {}
+    lead = connection.ops.quote_name(Lead._meta.db_table)
+    mine = f" AND owner_id IN ({', '.join(['%s'] * len(ids))})" if ids else ""
+    statuses = ", ".join(["%s"] * len(Lead.LOAD_STATUSES))
+    sql = (
+        f"SELECT 0, owner_id, COUNT(*) FROM {lead} WHERE owner_id IS NOT NULL AND status IN ({statuses}){mine}"
+        " GROUP BY owner_id UNION ALL "
+        f"SELECT 1, owner_id, COUNT(*) FROM {lead} WHERE owner_id IS NOT NULL AND assigned_at > %s"
+        f" AND assigned_at <= %s{mine} GROUP BY owner_id"
     )
+    params = [*Lead.LOAD_STATUSES, *(ids or ()), now - DAY, now, *(ids or ())]
+    out: tuple[dict[int, int], dict[int, int]] = ({}, {})
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for which, owner, n in cursor.fetchall():
+            out[which][owner] = n
+    return out
 
 
 def candidate_states(
@@ -47,10 +61,86 @@ def candidate_states(
 ) -> list[CandidateState]:
     """Every rep with schedule, skills, territories, open leads and leads given in the 24 h before `now`.
 
-    Seven flat queries and no model instances: a batch of route_pending or an SLA reassignment
-    pays this once, so it must stay cheap for a 500-rep organisation. `since` widens the
-    time-off window for replays that look back (previews).
+    The reps come from `_roster_states` (cached per process on PostgreSQL); each call gets its own
+    copies, since the engine advances counts as it assigns. `since` widens the time-off window for
+    replays that look back (previews).
     """
+    open_counts, given = load_counts(now) if with_counts else ({}, {})
+    return [
+        replace(c, open_count=open_counts.get(c.rep_id, 0), given_24h=given.get(c.rep_id, 0))
+        for c in _roster_states(now, since)
+    ]
+
+
+# -- the reps, kept per process on PostgreSQL ------------------------------------------------------
+#
+# Building the roster takes six queries (reps, skills, territories and their links, hours, time off),
+# and every routed API lead and SLA reassignment needs it. On PostgreSQL one query fingerprints every
+# row the roster is built from: the count and a hash of each visible row version's (xmin, ctid). Any
+# INSERT, UPDATE or DELETE makes a new row version or removes one, however it was made (the admin,
+# load_org's bulk writes, raw SQL, another process), so the roster is rebuilt exactly when one of
+# those rows changed. The fingerprint is taken before the rows are read: data read after it can
+# only be newer, never older, than what the fingerprint describes.
+
+# Time off is read from a day before the building `now`; a later `now` needs no earlier rows (past
+# intervals never make a rep unavailable now), so a cached roster serves later instants. It is
+# rebuilt after this long anyway, so time off that ended long ago drops out.
+ROSTER_CACHE_MAX_AGE = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class _CachedRoster:
+    stamp: tuple
+    built_for: dt.datetime
+    states: list[CandidateState]
+
+
+_roster_cache: dict[tuple[str, str], _CachedRoster] = {}
+
+
+def _roster_tables() -> list[tuple[str, str]]:
+    # Every table _load_states reads (auth_user only for the reps' own users: logins touch the rest).
+    return [
+        (Rep._meta.db_table, ""),
+        (Rep.user.field.related_model._meta.db_table, f"WHERE t.id IN (SELECT user_id FROM {Rep._meta.db_table})"),
+        (Rep.team.field.related_model._meta.db_table, ""),
+        (Rep.skills.field.related_model._meta.db_table, ""),
+        (Rep.skills.through._meta.db_table, ""),
+        (Territory._meta.db_table, ""),
+        (Rep.territories.through._meta.db_table, ""),
+        (WorkingHours._meta.db_table, ""),
+        (TimeOff._meta.db_table, ""),
+    ]
+
+
+def roster_stamp() -> tuple:
+    """The fingerprint of every row the roster is built from (PostgreSQL only)."""
+    parts = [
+        f"(SELECT count(*) || ':' || COALESCE(sum(hashtextextended(t.xmin::text || t.ctid::text, 0)), 0) "
+        f"FROM {connection.ops.quote_name(table)} t {where})"
+        for table, where in _roster_tables()
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts))
+        return tuple(cursor.fetchone())
+
+
+def _roster_states(now: dt.datetime, since: dt.datetime | None = None) -> list[CandidateState]:
+    """The reps without counts, shared: callers copy before changing one."""
+    if connection.vendor != "postgresql" or since is not None:
+        return _load_states(now, since)
+    key = (connection.alias, connection.settings_dict["NAME"])
+    stamp = roster_stamp()
+    cached = _roster_cache.get(key)
+    if cached and cached.stamp == stamp and cached.built_for <= now < cached.built_for + ROSTER_CACHE_MAX_AGE:
+        return cached.states
+    states = _load_states(now, None)
+    _roster_cache[key] = _CachedRoster(stamp, now, states)
+    return states
+
+
+def _load_states(now: dt.datetime, since: dt.datetime | None) -> list[CandidateState]:
+    """The reps read afresh, in six flat queries and no model instances (500 reps must stay cheap)."""
     horizon = min(now, since or now) - DAY
     reps = list(
         Rep.objects.values(
@@ -74,7 +164,6 @@ def candidate_states(
     time_off: dict[int, list] = {}
     for rep_id, start, end in TimeOff.objects.filter(end__gt=horizon).values_list("rep_id", "start", "end"):
         time_off.setdefault(rep_id, []).append((start, end))
-    open_counts, given = load_counts(now) if with_counts else ({}, {})
     out = []
     for r in reps:
         pk = r["id"]
@@ -88,9 +177,7 @@ def candidate_states(
                 territories=tuple(territories.get(pk, ())),
                 weight=r["weight"],
                 capacity=r["capacity"],
-                open_count=open_counts.get(pk, 0),
                 daily_cap=r["daily_cap"],
-                given_24h=given.get(pk, 0),
                 # Same shape as reps.availability.schedule_for, built from flat rows.
                 schedule=Schedule(
                     timezone=r["timezone"],
@@ -132,7 +219,7 @@ def roster_for_leads(
     fallback) could consider — the only counts the engine will read. `counts` (open, given in 24 h,
     by rep id) are used instead of reading them when the caller has just counted.
     """
-    base = states if states is not None else candidate_states(now, with_counts=False)
+    base = states if states is not None else _roster_states(now)
     roster = Roster([replace(c) for c in base])
     wanted: set[int] | None = None
     if counts is None and len(leads) <= FEW_LEADS:

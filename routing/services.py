@@ -569,13 +569,17 @@ def leads_notify(lead_ids: list[int], kind: str) -> None:
         lead_notify(pk, kind)
 
 
-def _notify_on_commit(lead_ids: list[int], kind: str) -> None:
-    """After commit only (a rolled-back assignment tells nobody). One lead is notified at once;
-    a batch becomes one background task so route_pending is not held up writing messages."""
+def _notify_owners(lead_ids: list[int], kind: str) -> None:
+    """Tell the new owners; a rolled-back assignment tells nobody.
+
+    One lead: its notification rows are written now, in the caller's transaction, so they commit or
+    roll back with the assignment, and a crash after the commit cannot lose them (delivery is queued
+    on commit; the sweep delivers rows whose task never ran). A batch becomes one background task,
+    queued on commit, so route_pending is not held up writing messages."""
     if not lead_ids:
         return
     if len(lead_ids) == 1:
-        transaction.on_commit(lambda: leads_notify(lead_ids, kind))
+        leads_notify(lead_ids, kind)
         return
 
     def queue() -> None:
@@ -706,7 +710,7 @@ def _apply_plan(
     _save_cursors(rows, plan.cursors, plan.changed, plan.roster, plan.now)
     counts["unassigned"] = len(nobody)
     if notify:
-        _notify_on_commit([row[0] for row in plan.assigned], "assigned")
+        _notify_owners([row[0] for row in plan.assigned], "assigned")
     return counts
 
 
@@ -1004,7 +1008,7 @@ def lead_route(
                 kind = LeadEvent.Kind.ROUTED
             LeadEvent.objects.create(lead=lead, kind=kind, at=now, actor=actor, rep=d.owner, rule=rule, detail=detail)
             _save_cursors(rows, {**cursors, **d.cursors}, set(d.cursors), roster, now)
-            _notify_on_commit([lead.pk], "reassigned" if kind == LeadEvent.Kind.REASSIGNED else "assigned")
+            _notify_owners([lead.pk], "reassigned" if kind == LeadEvent.Kind.REASSIGNED else "assigned")
         elif d.pool is not None:
             _enter_pool(lead, d.pool, rule, d, now, actor)
         elif lead.owner_id is None:
@@ -1038,7 +1042,7 @@ def lead_assign_manual(lead: Lead, rep: Rep, *, actor, reason: str = "", now: dt
         record_event(lead, LeadEvent.Kind.MANUAL_ASSIGNED, at=now, actor=actor, rep=rep,
                      **{"from": previous.user.username if previous else None, "to": rep.user.username,
                         "reason": reason})
-        _notify_on_commit([lead.pk], "assigned")
+        _notify_owners([lead.pk], "assigned")
     return lead
 
 

@@ -6,11 +6,12 @@ import datetime as dt
 from collections import Counter
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from reps.models import Rep
 from routing import selectors, services
-from routing.models import Lead, LeadEvent, RuleCursor, RuleSet
+from routing.models import Lead, LeadEvent, Notification, RuleCursor, RuleSet
 from routing.services import (
     LeadError,
     RuleSetRefused,
@@ -181,17 +182,29 @@ def test_leads_already_handled_are_left_alone(abc):
     assert Lead.objects.get(pk=taken.pk).owner == abc[2]
 
 
-def test_the_owner_is_notified_only_after_commit(abc, django_capture_on_commit_callbacks, monkeypatch):
-    told = []
-    monkeypatch.setattr("routing.notify.lead_notify", lambda pk, kind, **kw: told.append((pk, kind)))
+def test_the_owners_notification_commits_with_the_assignment_and_is_sent_after(
+    abc, django_capture_on_commit_callbacks, mailoutbox
+):
     publish(RR)
     lead = LeadFactory()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         route_leads([lead.pk], now=WEDNESDAY)
-    assert told == []
+    email = Notification.objects.get(lead=lead, channel=Notification.Channel.EMAIL)
+    assert (email.recipient, email.status, mailoutbox) == (abc[0], Notification.Status.PENDING, [])
     for callback in callbacks:
         callback()
-    assert told == [(lead.pk, "assigned")]
+    assert [m.to for m in mailoutbox] == [[abc[0].user.email]]
+
+
+def test_a_rolled_back_routing_leaves_no_notification(abc, mailoutbox):
+    publish(RR)
+    lead = LeadFactory()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        route_leads([lead.pk], now=WEDNESDAY)
+        raise RuntimeError("the caller fails after routing")
+    assert Lead.objects.get(pk=lead.pk).owner is None
+    assert not Notification.objects.filter(lead=lead).exists()
+    assert mailoutbox == []
 
 
 # -- lead_route: the SLA clock's reassignment ------------------------------------------------------
