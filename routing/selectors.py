@@ -47,7 +47,10 @@ def load_counts(now: dt.datetime, rep_ids: Iterable[int] | None = None) -> tuple
         f"SELECT 1, owner_id, COUNT(*) FROM {lead} WHERE owner_id IS NOT NULL AND assigned_at > %s"
         f" AND assigned_at <= %s{mine} GROUP BY owner_id"
     )
-    params = [*Lead.LOAD_STATUSES, *(ids or ()), now - DAY, now, *(ids or ())]
+    # Adapted as the ORM would: SQLite compares datetimes as naive UTC text, so an aware `now` in
+    # another zone (route_pending --now ...+01:00) would shift the window by its offset.
+    since, until = (connection.ops.adapt_datetimefield_value(t) for t in (now - DAY, now))
+    params = [*Lead.LOAD_STATUSES, *(ids or ()), since, until, *(ids or ())]
     out: tuple[dict[int, int], dict[int, int]] = ({}, {})
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -5,6 +5,7 @@ roster is not read again."""
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -13,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from reps.models import Rep, Skill, Team, Territory, TimeOff, WorkingHours
 from routing import selectors
+from routing.models import Lead
 from routing.services import route_leads, ruleset_create_draft, ruleset_publish
 from tests.factories import LeadFactory, RepFactory, TerritoryFactory
 
@@ -115,3 +117,13 @@ def test_a_kept_roster_serves_later_instants_only(reps):
     earlier = WEDNESDAY - dt.timedelta(days=2, hours=12)
     states = {c.username: c for c in selectors.candidate_states(earlier)}
     assert states["a"].schedule.unavailable_reason(earlier).startswith("time off")
+
+
+def test_load_counts_reads_the_day_before_an_instant_given_in_any_time_zone(reps):
+    # Inside the day before the instant, and just after it.
+    day_before, just_after = WEDNESDAY - dt.timedelta(hours=23, minutes=30), WEDNESDAY + dt.timedelta(minutes=30)
+    for name, at in (("a", day_before), ("b", just_after)):
+        LeadFactory(owner=reps[name], status=Lead.Status.ASSIGNED, assigned_at=at)
+    berlin = WEDNESDAY.astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
+
+    assert selectors.load_counts(berlin)[1] == {reps["a"].pk: 1}
