@@ -959,6 +959,7 @@ def lead_route(
     actor=None,
     exclude_reps: Iterable[Any] = (),
     apply: bool = True,
+    notify: bool = True,
 ) -> Decision:
     """Route one lead with the published rules, leaving out `exclude_reps` (e.g. its current owner).
 
@@ -966,7 +967,9 @@ def lead_route(
     written and no pointer moves. Applied to a lead that already has an owner, the event is
     `reassigned` (detail: `from`, `to` and the explanation) and the notification "reassigned";
     when nobody is available an owned lead keeps its owner. Escalation bookkeeping
-    (escalation_step, reassign_count) stays with the caller.
+    (escalation_step, reassign_count) stays with the caller. With notify=False the new owner is not
+    told: the notification is written now, so a caller that changes the lead afterwards (escalation
+    sets the deadline) writes it itself, once the lead is final.
     """
     excluded = _usernames(exclude_reps)
     with transaction.atomic():
@@ -1008,7 +1011,8 @@ def lead_route(
                 kind = LeadEvent.Kind.ROUTED
             LeadEvent.objects.create(lead=lead, kind=kind, at=now, actor=actor, rep=d.owner, rule=rule, detail=detail)
             _save_cursors(rows, {**cursors, **d.cursors}, set(d.cursors), roster, now)
-            _notify_owners([lead.pk], "reassigned" if kind == LeadEvent.Kind.REASSIGNED else "assigned")
+            if notify:
+                _notify_owners([lead.pk], "reassigned" if kind == LeadEvent.Kind.REASSIGNED else "assigned")
         elif d.pool is not None:
             _enter_pool(lead, d.pool, rule, d, now, actor)
         elif lead.owner_id is None:

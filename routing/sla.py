@@ -145,12 +145,12 @@ def escalation_recipients(rule: Rule | None, *, exclude: Iterable[int] = ()) -> 
 def _reassign(lead: Lead, *, now: dt.datetime, actor, old_owner: Rep | None) -> Lead | None:
     """Hand the lead to the next available candidate of the published rules, leaving out its owner.
 
-    The engine moves the rotation pointer, writes the `reassigned` event and queues the new
-    owner's notification on commit. Returns the reloaded lead, or None when nobody can take it.
+    The engine moves the rotation pointer and writes the `reassigned` event; the new owner is told by
+    `lead_escalate` once it has set the deadline. Returns the reloaded lead, or None when nobody can take it.
     """
     from routing.services import lead_route
 
-    decision = lead_route(lead, now=now, actor=actor, exclude_reps=(old_owner,) if old_owner else ())
+    decision = lead_route(lead, now=now, actor=actor, exclude_reps=(old_owner,) if old_owner else (), notify=False)
     if decision.owner is None and decision.pool is None:
         return None
     return Lead.objects.select_related("rule", "pool", "owner__user").get(pk=lead.pk)
@@ -228,6 +228,8 @@ def lead_escalate(
                 detail["from"] = old_owner.username if old_owner else None
                 if lead.owner_id:
                     detail["to"] = lead.owner.username
+                    # Told below, after the new deadline is set: the message names it.
+                    notify.append(("reassigned", {}))
                 else:
                     detail["to_pool"] = lead.pool.name if lead.pool_id else None
                 reassigned = lead.events.filter(kind=LeadEvent.Kind.REASSIGNED, at=now).order_by("-id").first()

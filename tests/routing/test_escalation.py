@@ -109,6 +109,19 @@ def test_step_two_reassigns_to_the_next_candidate_and_says_why(alice, bob, rule,
 
 
 @pytest.mark.django_db
+def test_a_reassignment_on_the_last_rung_does_not_tell_the_new_owner_of_a_deadline(alice, bob, dora):
+    rule = make_rule(sla_minutes=15, candidates={"reps": ["alice", "bob"]}, ladder=["remind", "reassign"])
+    lead = assigned_lead(alice, due=MONDAY_0905, rule=rule, escalation_step=1)
+
+    sweep_overdue(MONDAY_0905)
+
+    lead.refresh_from_db()
+    assert (lead.owner, lead.sla_due_at) == (bob, None)
+    texts = {n.payload["text"] for n in Notification.objects.filter(lead=lead, recipient=bob, kind="reassigned")}
+    assert texts and not [t for t in texts if "First touch due" in t]
+
+
+@pytest.mark.django_db
 def test_step_two_never_hands_the_lead_to_a_candidate_who_is_off_work(alice, rule):
     RepFactory(user__username="bob", hours={5: ("09:00", "17:00")})  # Saturdays only
     lead = assigned_lead(alice, due=MONDAY_0905, rule=rule, escalation_step=1)
