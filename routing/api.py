@@ -160,16 +160,22 @@ def _owner_name(lead: Lead) -> str | None:
     return lead.owner.user.username if lead.owner_id else None
 
 
-def _created_body(lead: Lead, duplicate: bool) -> dict[str, Any]:
-    last = lead.events.filter(kind__in=EXPLAINING_KINDS).order_by("-at", "-id").first()
+def _lead_result(lead_id: int, duplicate: bool) -> dict[str, Any]:
+    """Where a lead stands and why, for the create and status answers: two narrow reads (the whole
+    lead with its owner, pool and rule cost more to build than the answer is worth)."""
+    row = Lead.objects.filter(pk=lead_id).values("status", "owner__user__username", "pool__name", "rule__name").get()
+    detail = (
+        LeadEvent.objects.filter(lead_id=lead_id, kind__in=EXPLAINING_KINDS)
+        .order_by("-at", "-id").values_list("detail", flat=True).first()
+    )
     return {
-        "id": lead.pk,
-        "status": lead.status,
-        "owner": _owner_name(lead),
-        "pool": lead.pool.name if lead.pool_id else None,
-        "rule": lead.rule.name if lead.rule_id else None,
-        "explanation": selectors.explanation_expand(last.detail) if last else None,
-        "duplicate_of": lead.pk if duplicate else None,
+        "id": lead_id,
+        "status": row["status"],
+        "owner": row["owner__user__username"],
+        "pool": row["pool__name"],
+        "rule": row["rule__name"],
+        "explanation": selectors.explanation_expand(detail) if detail is not None else None,
+        "duplicate_of": lead_id if duplicate else None,
     }
 
 
@@ -196,8 +202,7 @@ def _create(request: HttpRequest, payload: dict[str, Any]) -> tuple[int, dict[st
     lead, merged = lead_receive(data, source=source, actor=request.user, now=now, token_id=token.pk if token else None)
     if not merged:
         services.route_leads([lead.pk], now=now, actor=request.user)
-    lead = Lead.objects.select_related("owner__user", "pool", "rule").get(pk=lead.pk)
-    return (200 if merged else 201), _created_body(lead, merged)
+    return (200 if merged else 201), _lead_result(lead.pk, merged)
 
 
 def _visible(request: HttpRequest):
@@ -314,5 +319,4 @@ def set_status(request: HttpRequest, lead_id: int, payload: StatusIn):
         services.lead_set_status(lead, payload.status.value, actor=request.user)
     except services.TransitionRefused as exc:
         raise HttpError(409, str(exc)) from exc
-    lead = Lead.objects.select_related("owner__user", "pool", "rule").get(pk=lead.pk)
-    return 200, _created_body(lead, False)
+    return 200, _lead_result(lead.pk, False)

@@ -520,10 +520,14 @@ def lead_receive(
         data = {**data, "source": source}
     with transaction.atomic():
         if data["email"]:
-            existing = (
-                Lead.objects.select_for_update().open().filter(email=data["email"]).order_by("id").first()
+            # The lock and the check first, on the id alone: most posts are new leads, and building
+            # the whole row is only worth it for a merge.
+            existing_id = (
+                Lead.objects.select_for_update().open().filter(email=data["email"]).order_by("id")
+                .values_list("id", flat=True).first()
             )
-            if existing is not None:
+            if existing_id is not None:
+                existing = Lead.objects.get(pk=existing_id)
                 fields = {name: getattr(existing, name) for name in FILLABLE}
                 fields["extra"] = existing.extra
                 filled = _fill_blanks(fields, data)
