@@ -112,19 +112,24 @@ def _roster_tables() -> list[tuple[str, str]]:
         (Territory._meta.db_table, ""),
         (Rep.territories.through._meta.db_table, ""),
         (WorkingHours._meta.db_table, ""),
-        (TimeOff._meta.db_table, ""),
+        # Only the time off a roster for `now` reads: years of past leave would otherwise be hashed on
+        # every routed lead. A row edited into or out of the window changes the set either way; the
+        # window moving past a row's end changes it too, which only costs a rebuild.
+        (TimeOff._meta.db_table, f"WHERE t.{connection.ops.quote_name(TimeOff._meta.get_field('end').column)} > %s"),
     ]
 
 
-def roster_stamp() -> tuple:
-    """The fingerprint of every row the roster is built from (PostgreSQL only)."""
+def roster_stamp(now: dt.datetime) -> tuple:
+    """The fingerprint of every row a roster for `now` is built from (PostgreSQL only)."""
+    tables = _roster_tables()
     parts = [
         f"(SELECT count(*) || ':' || COALESCE(sum(hashtextextended(t.xmin::text || t.ctid::text, 0)), 0) "
         f"FROM {connection.ops.quote_name(table)} t {where})"
-        for table, where in _roster_tables()
+        for table, where in tables
     ]
+    params = [now - DAY for _, where in tables if "%s" in where]
     with connection.cursor() as cursor:
-        cursor.execute("SELECT " + ", ".join(parts))
+        cursor.execute("SELECT " + ", ".join(parts), params)
         return tuple(cursor.fetchone())
 
 
@@ -133,7 +138,7 @@ def _roster_states(now: dt.datetime, since: dt.datetime | None = None) -> list[C
     if connection.vendor != "postgresql" or since is not None:
         return _load_states(now, since)
     key = (connection.alias, connection.settings_dict["NAME"])
-    stamp = roster_stamp()
+    stamp = roster_stamp(now)
     cached = _roster_cache.get(key)
     if cached and cached.stamp == stamp and cached.built_for <= now < cached.built_for + ROSTER_CACHE_MAX_AGE:
         return cached.states

@@ -127,3 +127,13 @@ def test_load_counts_reads_the_day_before_an_instant_given_in_any_time_zone(reps
     berlin = WEDNESDAY.astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
 
     assert selectors.load_counts(berlin)[1] == {reps["a"].pk: 1}
+
+
+def test_past_time_off_extended_into_now_reaches_the_next_decision(reps):
+    """The fingerprint hashes only the time off a roster reads (ending after a day before `now`);
+    a past row edited into that window still changes it."""
+    past = TimeOff.objects.create(rep=reps["a"], start=WEDNESDAY - dt.timedelta(days=30),
+                                  end=WEDNESDAY - dt.timedelta(days=20))
+    assert sorted(owners(2)) == ["a", "b"]
+    TimeOff.objects.filter(pk=past.pk).update(end=WEDNESDAY + dt.timedelta(days=1))
+    assert "a" not in owners(3)
