@@ -97,3 +97,57 @@ def test_a_session_left_half_prepared_still_claims():
 
     assert lead_claim(pooled(pool), rep=rep).owner == rep
     assert set(prepared_claims()) == {"leadops_claim_lock", "leadops_claim"}
+
+
+def psycopg_threshold() -> int:
+    return connection.settings_dict["OPTIONS"]["prepare_threshold"]
+
+
+def prepare_by_psycopg() -> None:
+    """Run one statement often enough for psycopg to prepare it on this connection."""
+    for _ in range(psycopg_threshold() + 1):
+        Lead.objects.filter(pk=0).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claims_keep_working_after_a_rollback_drops_every_prepared_statement():
+    """psycopg answers a ROLLBACK on a connection where it has prepared statements of its own with
+    DEALLOCATE ALL, which drops the claim statements too: the next claim must prepare them again,
+    outside a transaction and inside one, not fail with "prepared statement does not exist"."""
+    rep = RepFactory()
+    pool = PoolFactory(members=[rep])
+    lead_claim(pooled(pool), rep=rep)
+
+    for inside_a_transaction in (False, True):
+        prepare_by_psycopg()
+        with pytest.raises(Rollback), transaction.atomic():
+            Lead.objects.filter(pool=pool).update(score=1)
+            raise Rollback
+        assert prepared_claims() == {}
+
+        if inside_a_transaction:
+            with transaction.atomic():
+                claimed = lead_claim(pooled(pool), rep=rep)
+        else:
+            claimed = lead_claim(pooled(pool), rep=rep)
+        assert claimed.owner == rep
+        assert set(prepared_claims()) == {"leadops_claim_lock", "leadops_claim"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claims_work_with_psycopg_preparing_turned_off(monkeypatch):
+    """DB_PREPARED_STATEMENTS=false: psycopg prepares nothing, the claim statements still are."""
+    rep, other = RepFactory(), RepFactory()
+    pool = PoolFactory(members=[rep, other])
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "prepare_threshold", None)
+    connection.close()
+    try:
+        leads = [pooled(pool) for _ in range(3)]
+        assert {lead_claim(lead, rep=rep).owner for lead in leads} == {rep}
+        with pytest.raises(ClaimRefused):
+            lead_claim(leads[0], rep=other)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM pg_prepared_statements")
+            assert {name for (name,) in cursor.fetchall()} == {"leadops_claim_lock", "leadops_claim"}
+    finally:
+        connection.close()
