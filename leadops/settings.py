@@ -20,7 +20,6 @@ env = environ.Env(
     SITE_URL=(str, "http://127.0.0.1:8000"),
     INTAKE_MAX_UPLOAD_MB=(int, 50),
     Q_SYNC=(bool, False),
-    DB_PREPARED_STATEMENTS=(bool, True),
 )
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
@@ -105,14 +104,6 @@ else:
     # under DEBUG: runserver starts a thread per request, which would each keep a connection.
     DATABASES["default"].setdefault("CONN_MAX_AGE", 0 if DEBUG else 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # Server-side binding, and each statement prepared by psycopg once a connection has run it
-    # `prepare_threshold` times: PostgreSQL then parses and plans Django's statements (and the claim,
-    # routing/pools.py) once per connection. Planning a lead read with its owner, pool and rule cost
-    # 2 ms, more than running it. DB_PREPARED_STATEMENTS=false turns preparing off (a transaction-mode
-    # pooler that cannot keep prepared statements); `?prepare_threshold=N` in DATABASE_URL tunes it.
-    _options = DATABASES["default"].setdefault("OPTIONS", {})
-    _options.setdefault("server_side_binding", True)
-    _options["prepare_threshold"] = int(_options.get("prepare_threshold", 5)) if env("DB_PREPARED_STATEMENTS") else None
 DATABASES["default"].setdefault("TEST", {})
 
 AUTH_PASSWORD_VALIDATORS = [

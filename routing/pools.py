@@ -17,11 +17,9 @@ import re
 from dataclasses import dataclass
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import ProgrammingError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
-from psycopg import ClientCursor
-from psycopg.errors import InvalidSqlStatementName
 
 from reps.availability import schedule_for
 from reps.models import Rep
@@ -240,11 +238,10 @@ def lead_claim(lead: Lead, *, rep: Rep, actor=None, now: dt.datetime | None = No
 #
 # Both statements are server-side prepared once per connection (PREPARE … then EXECUTE …): parsing
 # and planning the big statement cost the backend more CPU than running it, and its 6 kB of text
-# was re-scanned by psycopg on every call. PREPARE/EXECUTE in SQL, sent by a client-binding cursor,
-# rather than psycopg's own preparing (which every other statement gets, see settings), because
-# the extended protocol allows one statement per message: the two statements could no longer share
-# one round trip and one implicit transaction. psycopg's pipeline mode can send them together, but
-# cost twice the Python CPU per claim (measured: 1.2–1.5 ms against 0.8 ms an attempt).
+# was re-scanned by psycopg on every call. PREPARE/EXECUTE in SQL rather than psycopg's
+# `prepare=True`, because Django opens connections with prepare_threshold=None (psycopg then never
+# prepares) and because the extended protocol allows one statement per message — the two
+# statements could no longer share one round trip and one implicit transaction.
 
 
 def _lead_columns() -> list[str]:
@@ -371,18 +368,14 @@ def _claim_prepare_sql() -> dict[str, str]:
 
 
 def _prepare_claim(cursor) -> None:
-    """PREPARE the claim statements once per database session. A new connection (CONN_MAX_AGE, a
-    reconnect) prepares again. The session is asked which ones it already has: a PREPARE that
-    half-succeeded (the first statement prepared, the second cancelled) would otherwise make every
-    later claim fail with "already exists".
-
-    Prepared statements outlive a rolled-back transaction, but psycopg answers a ROLLBACK on a
-    connection where it has prepared statements of its own (settings: `prepare_threshold`) with
-    DEALLOCATE ALL, which drops these too. Outside a transaction a claim that finds them gone
-    prepares them again and retries (`_claim_postgres`); inside a caller's transaction a failed
-    statement would abort it, so there the session is asked every time."""
+    """PREPARE the claim statements once per database session. Prepared statements live as long as
+    the session (a rolled-back transaction keeps them), so marking the raw connection is enough;
+    a new connection (CONN_MAX_AGE, a reconnect) prepares again. The session is asked which ones it
+    already has: a PREPARE that half-succeeded (the first statement prepared, the second cancelled)
+    would otherwise make every later claim fail with "already exists". A pooler in transaction
+    mode, or DISCARD ALL, would drop them behind our back: connect to PostgreSQL directly."""
     raw = connection.connection
-    if getattr(connection, "_claim_prepared_on", None) is not raw or connection.in_atomic_block:
+    if getattr(connection, "_claim_prepared_on", None) is not raw:
         statements = _claim_prepare_sql()
         cursor.execute("SELECT name FROM pg_prepared_statements WHERE name = ANY(%s)", [list(statements)])
         have = {name for (name,) in cursor.fetchall()}
@@ -392,28 +385,12 @@ def _prepare_claim(cursor) -> None:
         connection._claim_prepared_on = raw
 
 
-def _client_cursor():
-    """A Django cursor that binds parameters on the client: the two EXECUTEs share one message, and so
-    one round trip and one implicit transaction, which server-side binding (settings) cannot send."""
-    connection.ensure_connection()
-    raw = ClientCursor(connection.connection)
-    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
-
-
 def _claim_postgres(lead_id: int, rep: Rep, actor, now: dt.datetime, due: dt.datetime | None = None) -> Lead:
     params = {"lead": lead_id, "rep": rep.pk, "now": now, "due": due, "actor": getattr(actor, "pk", None),
               "relaxed": not connection.in_atomic_block}
-    with _client_cursor() as cursor:
+    with connection.cursor() as cursor:
         _prepare_claim(cursor)
-        try:
-            cursor.execute(_CLAIM_EXECUTE, params)
-        except ProgrammingError as exc:
-            if connection.in_atomic_block or not isinstance(exc.__cause__, InvalidSqlStatementName):
-                raise
-            # Dropped by a DEALLOCATE ALL since (see _prepare_claim); the failed EXECUTE changed nothing.
-            connection._claim_prepared_on = None
-            _prepare_claim(cursor)
-            cursor.execute(_CLAIM_EXECUTE, params)
+        cursor.execute(_CLAIM_EXECUTE, params)
         cursor.nextset()
         row = cursor.fetchone()
         if row is None:
@@ -471,15 +448,11 @@ def _refuse_fast(cursor, lead_id: int, pool: Pool, rep: Rep, actor, now: dt.date
     refusal changes no lead, so a crash in the next fraction of a second can lose at most this
     audit line — never a claim, which always waits for its flush. A caller's transaction may hold
     other writes, so inside one the setting is left alone."""
-    # One statement (server-side binding allows no second): the setting rides along as a CTE.
-    relaxed = "" if connection.in_atomic_block else (
-        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) "
-    )
+    relaxed = "" if connection.in_atomic_block else "SET LOCAL synchronous_commit = off; "
     cursor.execute(
         f"{relaxed}INSERT INTO {LeadEvent._meta.db_table} "
         "(lead_id, kind, at, actor_id, rep_id, rule_id, pool_id, detail) "
-        "SELECT %s::bigint, 'claim_refused', %s::timestamptz, %s::bigint, %s::bigint, NULL, %s::bigint, %s::jsonb"
-        + (" FROM relaxed" if relaxed else ""),
+        "VALUES (%s, 'claim_refused', %s, %s, %s, NULL, %s, %s::jsonb)",
         [lead_id, now, getattr(actor, "pk", None), rep.pk, pool.pk,
          json.dumps({"reason": reason, "message": message, **detail}, cls=DjangoJSONEncoder)],
     )
