@@ -188,10 +188,18 @@ class Importer:
 
     def _run_pipelined(self, parsed: Iterator[tuple[int, list[_Row]]]) -> None:
         """Parse the next chunk while the database writes the previous one (psycopg waits without the
-        GIL). The writer thread has its own connection and takes chunks in order, so each chunk's
-        dedupe still sees every earlier chunk committed; the queue of one keeps memory flat."""
+        GIL). The writer thread has its own connection and takes chunks in order; the queue of one keeps
+        memory flat.
+
+        The parsing thread also looks up each chunk's duplicates among the stored leads, on its own
+        connection, so the writer's turn is the writes alone (the lookup was a sixth of it). That lookup
+        may run before the writer has committed the one or two chunks ahead of it: it notes how many
+        chunks were committed when it ran, and the writer completes it from the emails of the leads it
+        created since (`_recent`), so in-file duplicates are still found however far apart they are."""
         chunks: queue.Queue = queue.Queue(maxsize=1)
         failures: list[BaseException] = []
+        self._committed = 0  # chunks the writer has committed; only the writer sets it
+        self._recent: dict[int, dict[str, int]] = {}  # chunk index -> {email: new lead id}, writer only
 
         def writer() -> None:
             try:
@@ -209,22 +217,24 @@ class Importer:
         with responsive_threads():
             thread.start()
             try:
-                for item in parsed:
+                for n, valid in parsed:
                     if failures:
                         break
-                    chunks.put(item)
+                    committed = self._committed  # read before the query: all of these are visible to it
+                    existing = _open_leads_by_email({r.data["email"] for r in valid if r.data["email"]})
+                    chunks.put((n, valid, (committed, existing)))
             finally:
                 chunks.put(None)
                 thread.join()
         if failures:
             raise failures[0]
 
-    def _consume(self, n: int, valid: list[_Row]) -> None:
+    def _consume(self, n: int, valid: list[_Row], lookup: tuple[int, dict[str, int]] | None = None) -> None:
         self.result.rows += n
         if self.dry_run:
             self._dry_chunk(valid)
         else:
-            created_ids = self._write_chunk(valid)
+            created_ids = self._write_chunk(valid, lookup)
             if self.route and created_ids:
                 self._route(created_ids)
             else:
@@ -266,11 +276,18 @@ class Importer:
         self.result.merged += sum(len(c.merges) for c in creators) + sum(len(v) for v in into_existing.values())
         self._dry_seen |= {r.data["email"] for r in valid if r.data["email"]}
 
-    def _write_chunk(self, valid: list[_Row]) -> list[int]:
+    def _write_chunk(self, valid: list[_Row], lookup: tuple[int, dict[str, int]] | None = None) -> list[int]:
+        """Dedupe and write one chunk in one transaction. `lookup` is the pipelined run's: (chunks committed
+        when the parsing thread looked the chunk's emails up, the open leads it found)."""
+        index = self._committed if lookup is not None else 0
         if not valid:
+            self._finish_chunk(index, lookup, [])
             return []
         with transaction.atomic():
-            existing = _open_leads_by_email({r.data["email"] for r in valid if r.data["email"]})
+            if lookup is None:
+                existing = _open_leads_by_email({r.data["email"] for r in valid if r.data["email"]})
+            else:
+                existing = self._complete_lookup(valid, *lookup)
             creators, into_existing = self._dedupe(valid, existing)
             for c in creators:
                 for dup in c.merges:
@@ -291,7 +308,27 @@ class Importer:
         ids = [c.lead_id for c in creators]  # type: ignore[misc]
         self.result.created += len(creators)
         self.result.merged += merged
+        self._finish_chunk(index, lookup, creators)
         return ids
+
+    def _complete_lookup(self, valid: list[_Row], committed: int, existing: dict[str, int]) -> dict[str, int]:
+        """Add the leads created by chunks the lookup could not see yet (index >= committed), oldest first."""
+        for index in sorted(self._recent):
+            if index < committed:
+                del self._recent[index]  # every later lookup sees it in the database
+                continue
+            created = self._recent[index]
+            for r in valid:
+                email = r.data["email"]
+                if email and email not in existing and email in created:
+                    existing[email] = created[email]
+        return existing
+
+    def _finish_chunk(self, index: int, lookup: object, creators: list[_Row]) -> None:
+        if lookup is None:
+            return
+        self._recent[index] = {c.data["email"]: c.lead_id for c in creators if c.data["email"]}  # type: ignore[misc]
+        self._committed = index + 1
 
 
 def _open_leads_by_email(emails: set[str]) -> dict[str, int]:

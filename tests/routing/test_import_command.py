@@ -349,6 +349,39 @@ def test_duplicates_across_chunks_merge_when_the_database_writes_in_parallel(tmp
     assert seen == [50, 100, 150, 200, 250, 300, 301]
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_duplicate_in_a_chunk_not_yet_committed_when_looked_up_still_merges(tmp_path, monkeypatch):
+    """The parsing thread looks each chunk up while the writer may still be writing the chunks before it;
+    a slow writer makes sure it is, and the duplicates sit in neighbouring chunks."""
+    import time
+
+    from routing import intake
+    from routing.csvio import open_path
+
+    write = intake._write_chunk_pg
+    monkeypatch.setattr(intake, "_write_chunk_pg", lambda *a, **kw: (time.sleep(0.2), write(*a, **kw))[1])
+    behind: list[int] = []
+    complete = intake.Importer._complete_lookup
+
+    def watching(self, valid, committed, existing):
+        behind.append(self._committed - committed)  # chunks the lookup could not see
+        return complete(self, valid, committed, existing)
+
+    monkeypatch.setattr(intake.Importer, "_complete_lookup", watching)
+    # Rows 0-49 new; rows 50-99 repeat them (other case); rows 100-149 repeat them again.
+    rows = [[f"{'Q' if i >= 50 else 'q'}{i % 50}@x.example", "Q", str(i), "Co", "DE", "", ""] for i in range(150)]
+    csvfile, stream = open_path(write_csv(tmp_path, rows))
+
+    with stream:
+        result = intake.Importer(source="t", route=False, chunk_rows=50).run(csvfile)
+
+    assert max(behind) >= 1
+    assert (result.created, result.merged) == (50, 100)
+    assert Lead.objects.count() == 50
+    assert set(Lead.objects.values_list("merged_count", flat=True)) == {2}
+
+
 def test_an_excel_unicode_text_export_in_utf16_is_read(tmp_path):
     path = tmp_path / "excel.txt"
     path.write_bytes("Email\tFirst Name\tCountry\r\nu16@x.example\tŁukasz\tPolska\r\n".encode("utf-16"))
