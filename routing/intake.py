@@ -488,9 +488,11 @@ def _lead_ids(cur, n: int) -> list[int]:
     if alias not in _seq_names:
         cur.execute("SELECT pg_get_serial_sequence('routing_lead', 'id')")
         _seq_names[alias] = cur.fetchone()[0]
-    # The regclass is resolved once for the statement, not once per row (that was 5× slower).
-    cur.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [_seq_names[alias], n])
-    return [row[0] for row in cur.fetchall()]
+    # The regclass is resolved once for the statement, not once per row (that was 5× slower); the ids
+    # come back as one text, not 5,000 rows for psycopg to load one by one while holding the GIL.
+    cur.execute("SELECT string_agg(nextval(%s::regclass)::text, ',') FROM generate_series(1, %s)",
+                [_seq_names[alias], n])
+    return [int(pk) for pk in cur.fetchone()[0].split(",")]
 
 
 def _write_chunk_pg(
@@ -514,11 +516,14 @@ def _write_chunk_pg(
             job_id = str(job.pk) if job else "\\N"
             tail = f"\t{job_id}\tunassigned\t0\t0\t\t{now_iso}\t{now_iso}\n"
             lines: list[str] = []
+            iso: dict[dt.datetime, str] = {}  # a file repeats its dates: format each once
             for pk, r in zip(ids, creators, strict=True):
                 r.lead_id = pk
                 body = r.copy_body or _copy_body(r.data)
                 lines.append(f"{pk}\t{body}\t{len(r.merges)}{tail}")
-                at = r.data["received_at"].isoformat()
+                received = r.data["received_at"]
+                if (at := iso.get(received)) is None:
+                    at = iso[received] = received.isoformat()
                 events.append(f'{pk}\treceived\t{at}\t{{"row": {r.row}, "source": {source_json}}}\n')
                 for dup in r.merges:
                     events.append(_merge_line(pk, dup, now_iso, source_json))
