@@ -1,7 +1,8 @@
 """Turning one lead's raw values (CSV cells or JSON) into clean field values, or reasons why not.
 
 Pure functions, no database: the CSV pipeline calls them 100,000 times a run, so the common
-cases take fast paths (an E.164 phone, an ISO country code) before the expensive libraries.
+cases take fast paths (an E.164 or national-format phone, an ISO country code) before the
+expensive libraries.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import unicodedata
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 from django.core.exceptions import ValidationError
@@ -91,6 +92,82 @@ def normalise_country(value: str) -> str | None:
 _COUNTRY_CODES = frozenset(phonenumbers.SUPPORTED_REGIONS) | {"AQ", "BV", "HM", "GS", "TF", "UM"}
 
 
+# The national-number rules are cached by region, so only real regions may reach them.
+_PHONE_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
+# Only separators phonenumbers also takes as punctuation: a tab or another Unicode space makes its
+# parse refuse the number, so such text must go the slow way to be refused the same.
+_NATIONAL_TEXT = re.compile(r"[0-9 ().\u00a0/-]{3,250}")
+_NSN_MAX = 17  # phonenumbers refuses longer national numbers
+
+
+class _NationalPrefix(NamedTuple):
+    """What phonenumbers.parse + is_possible_number do with "0" + N in one region, decided ahead."""
+
+    e164_prefix: str
+    idd: re.Pattern[str] | None
+    general: re.Pattern[str] | None
+    # By len(N): True → E.164, False → the text as given, None → not predictable (the slow path).
+    by_length: tuple[bool | None, ...]
+
+
+def _length_result(number_len: int, possible: tuple[int, ...], local_only: tuple[int, ...]) -> str:
+    # phonenumbers' _test_number_length for the general description (the unknown number type), in
+    # its order, so that odd metadata (unsorted lengths) still gives its answer.
+    if number_len in local_only:
+        return "local"
+    if number_len == possible[0]:
+        return "possible"
+    if number_len < possible[0]:
+        return "short"
+    if number_len > possible[-1]:
+        return "long"
+    return "possible" if number_len in possible[1:] else "invalid"
+
+
+@cache
+def _national_prefix(region: str) -> _NationalPrefix | None:
+    """The rule for a national-format number in a region where parsing is predictable, else None.
+
+    Predictable: the national prefix is "0" and, for text starting with "0", the prefix-for-parsing
+    pattern takes exactly that "0" with nothing captured and nothing transformed (so no carrier
+    codes, no area codes added back as in the Channel Islands or Argentina).
+    """
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.national_prefix != "0" or metadata.national_prefix_transform_rule:
+        return None
+    for_parsing = metadata.national_prefix_for_parsing or ""
+    # "0", "0|180020" (GB) and "[08]" (LT) all strip just the "0" from a number that starts with one.
+    if not re.fullmatch(r"0(\|.*)?|\[\d*0\d*\]", for_parsing) or re.compile(for_parsing).groups:
+        return None
+    general = metadata.general_desc
+    possible = general.possible_length
+    if not possible:
+        return None
+    calling_code = metadata.country_code
+    # is_possible_number judges by the calling code's main region (US for +1, GB for +44).
+    main = phonenumbers.region_code_for_country_code(calling_code)
+    main_metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(calling_code, main)
+    if main_metadata is None or not main_metadata.general_desc.possible_length:
+        return None
+    main_general = main_metadata.general_desc
+    by_length: list[bool | None] = [None, None]  # "0" + one digit is not even a viable number
+    for number_len in range(2, _NSN_MAX + 2):
+        if _length_result(number_len, possible, general.possible_length_local_only) not in ("possible", "long"):
+            by_length.append(None)  # parse keeps the "0" as part of the number: rare, left to it
+        elif number_len > _NSN_MAX:
+            by_length.append(False)  # parse refuses it as too long
+        else:
+            result = _length_result(number_len, main_general.possible_length, main_general.possible_length_local_only)
+            by_length.append(result in ("possible", "local"))
+    pattern = general.national_number_pattern
+    return _NationalPrefix(
+        e164_prefix=f"+{calling_code}",
+        idd=re.compile(metadata.international_prefix) if metadata.international_prefix else None,
+        general=re.compile(pattern) if pattern else None,
+        by_length=tuple(by_length),
+    )
+
+
 def normalise_phone(value: str, country: str = "") -> str:
     """E.164 where the number can be understood, else the trimmed text as given."""
     text = value.strip()
@@ -99,6 +176,22 @@ def normalise_phone(value: str, country: str = "") -> str:
         compact = "+" + compact[2:]
     if _E164.fullmatch(compact):
         return compact
+    # "030 1234567" in DE: parse would only strip the "0" and check the length (~30 µs); the rule
+    # gives the same answer in ~2 µs. Anything it cannot vouch for still goes to phonenumbers.
+    if compact[:1] == "0" and country in _PHONE_REGIONS and _NATIONAL_TEXT.fullmatch(text):
+        rule = _national_prefix(country)
+        national = compact[1:]
+        if (
+            rule is not None
+            and len(national) < len(rule.by_length)
+            # An international prefix ("012" in Israel) makes parse read a calling code instead.
+            and not (rule.idd and rule.idd.match(compact))
+            # A region whose numbers may begin with "0" keeps it when the rest would not be a number.
+            and not (rule.general and rule.general.fullmatch(compact))
+        ):
+            e164 = rule.by_length[len(national)]
+            if e164 is not None:
+                return rule.e164_prefix + national if e164 else text
     try:
         number = phonenumbers.parse(text, country or None)
     except phonenumbers.NumberParseException:
