@@ -122,8 +122,13 @@ class Lead(models.Model):
     pool = models.ForeignKey(
         "routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False
     )
+    # rule and import_job say where the lead came from, so like the event log's references they are not
+    # database constraints (Django still nulls them when a rule or an import is deleted): each
+    # constraint queued a deferred trigger check on every new lead, NULL or not — a third of a
+    # CSV import's commit. owner and pool are the lead's live state and stay constraints.
     rule = models.ForeignKey(
-        "routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False
+        "routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False,
+        db_constraint=False,
     )
 
     # The raw material of speed-to-lead: each stage's first moment.
@@ -144,7 +149,8 @@ class Lead(models.Model):
 
     merged_count = models.PositiveIntegerField(default=0)
     import_job = models.ForeignKey(
-        "routing.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False
+        "routing.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False,
+        db_constraint=False,
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
