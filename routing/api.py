@@ -293,14 +293,14 @@ def list_leads(request: HttpRequest, filters: Query[LeadFilters], limit: int = 5
 def get_lead(request: HttpRequest, lead_id: int):
     lead = get_object_or_404(_visible(request).select_related("owner__user", "pool", "rule").distinct(), pk=lead_id)
     events = [
-        {"kind": e.kind, "at": e.at, "rep": e.rep.user.username if e.rep_id else None,
-         "rule": e.rule.name if e.rule_id else None, "detail": selectors.explanation_expand(e.detail)}
+        {"kind": e.kind, "at": e.at, "rep": e.rep.user.username if e.rep else None,
+         "rule": e.rule.name if e.rule else None, "detail": selectors.explanation_expand(e.detail)}
         for e in lead.events.select_related("rep__user", "rule").order_by("at", "id")
     ]
     return {
         **{name: getattr(lead, name) for name in FIELDS}, "extra": lead.extra, "id": lead.pk,
         "status": lead.status, "owner": _owner_name(lead), "pool": lead.pool.name if lead.pool_id else None,
-        "rule": lead.rule.name if lead.rule_id else None, "sla_due_at": lead.sla_due_at,
+        "rule": lead.rule.name if lead.rule else None, "sla_due_at": lead.sla_due_at,
         "merged_count": lead.merged_count, "events": events,
     }
 

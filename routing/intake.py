@@ -287,7 +287,7 @@ class Importer:
             if lookup is None:
                 existing = _open_leads_by_email({r.data["email"] for r in valid if r.data["email"]})
             else:
-                existing = self._complete_lookup(valid, *lookup)
+                existing = _still_open(self._complete_lookup(valid, *lookup))
             creators, into_existing = self._dedupe(valid, existing)
             for c in creators:
                 for dup in c.merges:
@@ -352,6 +352,23 @@ def _open_leads_by_email(emails: set[str]) -> dict[str, int]:
     for email, pk in rows:
         found.setdefault(email.lower(), pk)
     return found
+
+
+def _still_open(existing: dict[str, int]) -> dict[str, int]:
+    """A pipelined lookup ran outside the writer's transaction, a chunk or two ago: keep the leads that
+    are still open and look the others' emails up again. A lead closed (or deleted) meanwhile must not
+    take a merge: it would never be routed (or its event would break the lead constraint)."""
+    if not existing:
+        return existing
+    with connection.cursor() as cur:
+        cur.execute("SELECT id FROM routing_lead WHERE id = ANY(%s) AND status = ANY(%s)",
+                    [list(set(existing.values())), Lead.OPEN_STATUSES])
+        open_ids = {pk for (pk,) in cur.fetchall()}
+    if len(open_ids) == len(set(existing.values())):
+        return existing
+    kept = {email: pk for email, pk in existing.items() if pk in open_ids}
+    kept.update(_open_leads_by_email({email for email in existing if email not in kept}))
+    return kept
 
 
 def _fill_blanks(target: dict[str, Any], dup: dict[str, Any]) -> list[str]:

@@ -76,7 +76,7 @@ def sla_due_at(
 
 def sla_minutes_for(lead: Lead) -> int | None:
     """The SLA length that applies to the lead: its rule's, else its pool's."""
-    if lead.rule_id and lead.rule.sla_minutes:
+    if lead.rule and lead.rule.sla_minutes:
         return lead.rule.sla_minutes
     if lead.pool_id and lead.pool.sla_minutes:
         return lead.pool.sla_minutes
@@ -213,7 +213,7 @@ def lead_escalate(
                                      rule=lead.rule, **detail)
 
         if action == REASSIGN:
-            limit = lead.rule.max_reassignments if lead.rule_id else None
+            limit = lead.rule.max_reassignments if lead.rule else None
             moved = None
             if limit is not None and lead.reassign_count >= limit:
                 detail["reason"] = f"reassignment limit ({limit}) reached"

@@ -63,7 +63,8 @@ class OwnerFilter(admin.RelatedOnlyFieldListFilter):
     """Reps who own some lead, named without a query per rep."""
 
     def field_choices(self, field, request, model_admin):
-        owners = model_admin.get_queryset(request).values("owner_id")
+        # NOT NULL lets PostgreSQL read the owners from the partial lead_owner_status index.
+        owners = model_admin.get_queryset(request).filter(owner__isnull=False).values("owner_id")
         reps = Rep.objects.filter(pk__in=owners).select_related("user").order_by("user__username")
         return [(rep.pk, rep.display_name) for rep in reps]
 

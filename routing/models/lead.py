@@ -3,8 +3,37 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
+from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
 from django.utils import timezone
+
+
+class _ProvenanceDescriptor(ForwardManyToOneDescriptor):
+    def __get__(self, instance, cls=None):
+        try:
+            return super().__get__(instance, cls)
+        except ObjectDoesNotExist:
+            self.field.set_cached_value(instance, None)  # one query per instance, as for a present row
+            return None
+
+
+class ProvenanceKey(models.ForeignKey):
+    """A reference that records where something came from (who acted, which rule, which import), not a
+    database constraint: every constraint queues a deferred trigger check on every inserted row, NULL or
+    not, which was a third of a CSV import's commit. (django-simple-history keeps its history rows'
+    references the same way.)
+
+    Django still nulls the reference when the target is deleted (on_delete runs in the ORM), but a
+    delete that races with a transaction still writing the reference can leave the id behind; reading
+    such a reference gives None, as for an empty one, instead of raising."""
+
+    forward_related_accessor_class = _ProvenanceDescriptor
+
+    def __init__(self, *args, **kwargs):
+        kwargs["db_constraint"] = False
+        super().__init__(*args, **kwargs)
+
 
 LEAD_FIELDS = [
     "email",
@@ -122,13 +151,10 @@ class Lead(models.Model):
     pool = models.ForeignKey(
         "routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False
     )
-    # rule and import_job say where the lead came from, so like the event log's references they are not
-    # database constraints (Django still nulls them when a rule or an import is deleted): each
-    # constraint queued a deferred trigger check on every new lead, NULL or not — a third of a
-    # CSV import's commit. owner and pool are the lead's live state and stay constraints.
-    rule = models.ForeignKey(
-        "routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False,
-        db_constraint=False,
+    # rule and import_job say where the lead came from (ProvenanceKey: not database constraints); owner
+    # and pool are the lead's live state and stay constraints.
+    rule = ProvenanceKey(
+        "routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False
     )
 
     # The raw material of speed-to-lead: each stage's first moment.
@@ -148,9 +174,8 @@ class Lead(models.Model):
     pool_stage = models.CharField(max_length=12, blank=True, help_text="Pool timeout stage already taken.")
 
     merged_count = models.PositiveIntegerField(default=0)
-    import_job = models.ForeignKey(
-        "routing.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False,
-        db_constraint=False,
+    import_job = ProvenanceKey(
+        "routing.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -236,24 +261,20 @@ class LeadEvent(models.Model):
     # actor or rule; the pool filters (claims/releases per pool) also narrow by kind and a recent `at`,
     # which event_kind_at serves. Deleting a user, rule or pool then scans events to null them — rare
     # admin actions, not hot paths.
-    # actor, rep, rule and pool are the log's references to who and what, not constraints on it
-    # (db_constraint=False, as django-simple-history does for its history rows): Django still nulls them
-    # when a user, rep, rule or pool is deleted (on_delete runs in the ORM), but PostgreSQL no longer
-    # queues four deferred trigger checks on every event row, nearly all of them on NULL — a tenth of a
-    # CSV import's database time. The lead reference stays a real constraint: no event without its lead.
+    # actor, rep, rule and pool say who and what, at the time (ProvenanceKey: not database constraints).
+    # The lead is what the log is about: no event without its lead.
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="events", db_index=False)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     at = models.DateTimeField(default=timezone.now)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False,
-        db_constraint=False,
+    actor = ProvenanceKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
-    rep = models.ForeignKey("reps.Rep", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                            db_index=False, db_constraint=False)
-    rule = models.ForeignKey("routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                             db_index=False, db_constraint=False)
-    pool = models.ForeignKey("routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                             db_index=False, db_constraint=False)
+    rep = ProvenanceKey("reps.Rep", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                        db_index=False)
+    rule = ProvenanceKey("routing.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                         db_index=False)
+    pool = ProvenanceKey("routing.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                         db_index=False)
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:

@@ -382,6 +382,37 @@ def test_a_duplicate_in_a_chunk_not_yet_committed_when_looked_up_still_merges(tm
     assert set(Lead.objects.values_list("merged_count", flat=True)) == {2}
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_lead_closed_between_the_lookup_and_the_write_takes_no_merge(tmp_path, monkeypatch):
+    """The parsing thread found the open lead; a rep marked it won before the writer got there: the row
+    becomes a new lead, as it would have if the lead had been won before the import started."""
+    from routing import intake
+    from routing.csvio import open_path
+
+    won = LeadFactory(email="late@x.example", status="assigned")
+    lookup = intake._open_leads_by_email
+
+    def closing_after_lookup(emails):
+        found = lookup(emails)
+        if won.pk in found.values():  # the parser's connection autocommits: won from here on
+            Lead.objects.filter(pk=won.pk).update(status="won")
+        return found
+
+    monkeypatch.setattr(intake, "_open_leads_by_email", closing_after_lookup)
+    rows = [[f"f{i}@x.example", "F", str(i), "Co", "DE", "", ""] for i in range(60)] + [
+        ["LATE@x.example", "L", "Late", "Co", "DE", "", ""]]
+    csvfile, stream = open_path(write_csv(tmp_path, rows))
+
+    with stream:
+        result = intake.Importer(source="t", route=False, chunk_rows=50).run(csvfile)
+
+    assert (result.created, result.merged) == (61, 0)
+    won.refresh_from_db()
+    assert (won.status, won.merged_count) == ("won", 0)
+    assert Lead.objects.get(email="late@x.example", status="unassigned").last_name == "Late"
+
+
 def test_an_excel_unicode_text_export_in_utf16_is_read(tmp_path):
     path = tmp_path / "excel.txt"
     path.write_bytes("Email\tFirst Name\tCountry\r\nu16@x.example\tŁukasz\tPolska\r\n".encode("utf-16"))

@@ -72,3 +72,32 @@ def test_an_event_for_a_missing_lead_is_still_refused():
         LeadEvent.objects.create(lead_id=10**9, kind=LeadEvent.Kind.RECEIVED)
         with connection.cursor() as cur:
             cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def test_a_reference_left_behind_by_a_racing_delete_reads_as_none(client, manager):
+    """A delete that races with a transaction still writing the reference leaves the id behind (there is
+    no constraint to stop it); every reader then sees an empty reference, not an error."""
+    from routing.sla import sla_minutes_for
+    from tests.routing.test_api_leads import bearer
+
+    rep, pool = RepFactory(), PoolFactory(sla_minutes=30)
+    rule = ruleset_create_draft({"name": "R", "rules": [
+        {"name": "Any", "when": [], "candidates": {"reps": [rep.user.username]}, "strategy": "round_robin",
+         "sla_minutes": 5},
+    ]}).rules.get()
+    lead = LeadFactory(rule=rule, pool=pool, import_job=ImportJob.objects.create(original_name="a.csv"))
+    record_event(lead, LeadEvent.Kind.ROUTED, actor=UserFactory(), rep=rep, rule=rule, pool=pool)
+    gone = 10**9
+    Lead.objects.filter(pk=lead.pk).update(rule_id=gone, import_job_id=gone)
+    LeadEvent.objects.filter(lead=lead).update(actor_id=gone, rep_id=gone, rule_id=gone, pool_id=gone)
+
+    lead = Lead.objects.get(pk=lead.pk)
+    event = LeadEvent.objects.get(lead=lead)
+    joined = LeadEvent.objects.select_related("rep__user", "rule", "actor", "pool").get(lead=lead)
+    body = client.get(f"/api/leads/{lead.pk}/", headers=bearer(manager)).json()
+
+    assert (lead.rule, lead.import_job) == (None, None)
+    assert (event.actor, event.rep, event.rule, event.pool) == (None, None, None, None)
+    assert (joined.rep, joined.rule) == (None, None)
+    assert sla_minutes_for(lead) == 30  # the pool's, as for a lead without a rule
+    assert (body["rule"], body["events"][0]["rep"], body["events"][0]["rule"]) == (None, None, None)
