@@ -324,7 +324,7 @@ class Importer:
                     existing[email] = created[email]
         return existing
 
-    def _finish_chunk(self, index: int, lookup: object, creators: list[_Row]) -> None:
+    def _finish_chunk(self, index: int, lookup: tuple[int, dict[str, int]] | None, creators: list[_Row]) -> None:
         if lookup is None:
             return
         self._recent[index] = {c.data["email"]: c.lead_id for c in creators if c.data["email"]}  # type: ignore[misc]
@@ -357,14 +357,16 @@ def _open_leads_by_email(emails: set[str]) -> dict[str, int]:
 def _still_open(existing: dict[str, int]) -> dict[str, int]:
     """A pipelined lookup ran outside the writer's transaction, a chunk or two ago: keep the leads that
     are still open and look the others' emails up again. A lead closed (or deleted) meanwhile must not
-    take a merge: it would never be routed (or its event would break the lead constraint)."""
-    if not existing:
+    take a merge: it would never be routed (or its event would break the lead constraint).
+    PostgreSQL only, as the pipeline is."""
+    found = set(existing.values())
+    if not found:
         return existing
     with connection.cursor() as cur:
         cur.execute("SELECT id FROM routing_lead WHERE id = ANY(%s) AND status = ANY(%s)",
-                    [list(set(existing.values())), Lead.OPEN_STATUSES])
+                    [list(found), Lead.OPEN_STATUSES])
         open_ids = {pk for (pk,) in cur.fetchall()}
-    if len(open_ids) == len(set(existing.values())):
+    if open_ids == found:
         return existing
     kept = {email: pk for email, pk in existing.items() if pk in open_ids}
     kept.update(_open_leads_by_email({email for email in existing if email not in kept}))
