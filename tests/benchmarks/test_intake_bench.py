@@ -4,6 +4,9 @@
 - import_100k: rows/s of `import_leads --no-route` over a generated CSV of BENCH_SCALE rows
   (default 100,000; 5% duplicates, 1% bad rows), against
   * import_100k_vs_copy: raw PostgreSQL COPY of the same file into a bare text table (the ceiling),
+  * import_100k_vs_schema_floor: the rows the import stored (its leads and their `received` events)
+    copied again by PostgreSQL alone into tables with the same indexes, checks and foreign keys — no
+    parsing, no Python: the fastest any import of this file into this schema could write here,
   * import_100k_vs_django: a plain Django loop (csv.DictReader + full_clean + bulk_create of 1,000),
   * import_100k_peak_rss: peak RSS after the full file, against the peak after a tenth of it
     (a ratio near 1 means memory stays flat as files grow).
@@ -116,6 +119,37 @@ def raw_copy(path: Path) -> float:
     return time.perf_counter() - start
 
 
+def schema_floor() -> float:
+    """Seconds PostgreSQL alone takes to store again what the import stored: every lead and event
+    row, COPYed in one transaction into twins of the two tables with the same indexes, CHECKs and
+    foreign keys (the event's pointing at the twin lead table), committed."""
+    tables = {Lead._meta.db_table: "bench_lead", LeadEvent._meta.db_table: "bench_event"}
+    data: dict[str, bytes] = {}
+    with connection.cursor() as cur:
+        for table in tables:
+            with cur.cursor.copy(f"COPY {table} TO STDOUT") as cp:
+                data[table] = b"".join(bytes(block) for block in cp)
+        for table, twin in tables.items():
+            cur.execute(f"CREATE TABLE {twin} (LIKE {table} INCLUDING ALL)")
+        cur.execute(
+            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s)", [list(tables)]
+        )
+        for table, definition in cur.fetchall():
+            for name, twin in tables.items():
+                definition = definition.replace(f"REFERENCES {name}(", f"REFERENCES {twin}(")
+            cur.execute(f"ALTER TABLE {tables[table]} ADD {definition}")
+    start = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cur:
+        for table, twin in tables.items():
+            with cur.cursor.copy(f"COPY {twin} FROM STDIN") as cp:
+                cp.write(data[table])
+    seconds = time.perf_counter() - start
+    with connection.cursor() as cur:
+        cur.execute("DROP TABLE bench_event, bench_lead")
+    return seconds
+
+
 def django_loop(path: Path) -> float:
     """What a reasonable developer writes first: validate each row with the model, insert in batches."""
     start = time.perf_counter()
@@ -161,6 +195,7 @@ def test_import_100k(tmp_path):
     assert summary["created"] + summary["merged"] + summary["failed"] == summary["rows"] == n
     assert Lead.objects.count() == summary["created"]
     ours = n / seconds
+    floor_rate = n / schema_floor() if connection.vendor == "postgresql" else None
     clear_leads()
 
     django_rate = n / django_loop(full)
@@ -169,6 +204,7 @@ def test_import_100k(tmp_path):
     if connection.vendor == "postgresql":
         copy_rate = n / raw_copy(full)
         emit("import_100k_vs_copy", ours, "rows/s", copy_rate, ours / copy_rate)
+        emit("import_100k_vs_schema_floor", ours, "rows/s", floor_rate, ours / floor_rate)
     emit("import_100k_peak_rss", rss_full, "MB", rss_small, rss_full / rss_small)
 
 

@@ -10,6 +10,11 @@
   with its own connection, as web requests are served by separate worker processes. The threads
   variant mostly measures 20 claimers queueing for one interpreter's GIL. This pool has a claim
   limit, so members also reach it; no member may end above it.
+- claim_contention_sql_floor (PostgreSQL): the claimers of claim_contention_procs again, each sending
+  the claim's own prepared statements straight through psycopg — no Django, no Lead object, no
+  refusal message. What is left is what the database needs for these claims on this machine: the
+  floor under claim_contention_procs on the same machine (its baseline is the lone claimer's
+  figure, as above).
 - claim_burst (PostgreSQL): the shotgun moment — a lead announced to 20 members, all of whom click at
   the same instant (20 processes released by a barrier, one lead per round, 200 rounds). Every
   attempt's latency (baseline: the lone claimer), exactly one winner per lead. Unlike the closed
@@ -36,6 +41,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+import psycopg
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection, connections
@@ -45,7 +51,7 @@ from django.utils import timezone
 from leadops import roles
 from reps.models import Rep
 from routing.models import Lead, LeadEvent, Pool, PoolMembership
-from routing.pools import ClaimRefused, NotAMember, lead_claim
+from routing.pools import _CLAIM_EXECUTE, ClaimRefused, NotAMember, _claim_prepare_sql, lead_claim
 
 pytestmark = pytest.mark.bench
 
@@ -237,20 +243,17 @@ def _claimer_process(rep: Rep, plan: list[int], warm_lead_id: int, barrier, resu
         connection.close()
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_claim_contention_procs():
-    setup = contention(claim_limit=PROCS_CLAIM_LIMIT)
-    warm_lead_id, solo, reps, lead_ids, plans = (setup.warm_lead_id, setup.solo, setup.reps, setup.lead_ids,
-                                                 setup.plans)
+def run_processes(setup: Contention, target) -> Run:
+    """Run `target(rep, plan, warm_lead_id, barrier, results)` for every claimer in its own forked
+    process, released together, and gather what they measured."""
     # transaction=True: the pool is committed, so the claimers' own connections see it. Each forked
     # child must open its own connection, never use (or close) a socket inherited from this process.
     connections.close_all()
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(CLAIMERS), ctx.Queue()
     procs = [
-        ctx.Process(target=_claimer_process, args=(rep, plan, warm_lead_id, barrier, results))
-        for rep, plan in zip(reps, plans, strict=True)
+        ctx.Process(target=target, args=(rep, plan, setup.warm_lead_id, barrier, results))
+        for rep, plan in zip(setup.reps, setup.plans, strict=True)
     ]
     for proc in procs:
         proc.start()
@@ -258,20 +261,63 @@ def test_claim_contention_procs():
     for proc in procs:
         proc.join(60)
     assert [proc.exitcode for proc in procs] == [0] * CLAIMERS
-    run = Run(
+    return Run(
         won=sum(o[0] for o in outcomes),
         latencies=[t for o in outcomes for t in o[1]],
         elapsed=max(o[3] for o in outcomes) - min(o[2] for o in outcomes),
         cpu=sum(o[4] for o in outcomes),
     )
 
-    emit_contention("claim_contention_procs", run, solo, lead_ids)
-    held = Counter(Lead.objects.filter(pk__in=lead_ids, owner__isnull=False).values_list("owner_id", flat=True))
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_claim_contention_procs():
+    setup = contention(claim_limit=PROCS_CLAIM_LIMIT)
+    run = run_processes(setup, _claimer_process)
+    emit_contention("claim_contention_procs", run, setup.solo, setup.lead_ids)
+    held = Counter(Lead.objects.filter(pk__in=setup.lead_ids, owner__isnull=False).values_list("owner_id", flat=True))
     over = sum(1 for n in held.values() if n > PROCS_CLAIM_LIMIT)
     emit("claim_contention_procs_over_limit", over, "members", 0, 0)
     at_limit = sum(1 for n in held.values() if n == PROCS_CLAIM_LIMIT)
     assert over == 0
     assert at_limit > 0, "no member reached the limit: the limit was not exercised"
+
+
+def _sql_claimer_process(rep: Rep, plan: list[int], warm_lead_id: int, barrier, results) -> None:
+    """A claimer that sends the claim's prepared statements itself, as `routing.pools._claim_postgres`
+    does, on a plain psycopg connection in autocommit (as a web request's claim runs)."""
+    params = connection.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k not in ("cursor_factory", "context")},
+                         autocommit=True, cursor_factory=psycopg.ClientCursor) as conn, conn.cursor() as cur:
+        cur.execute(";\n".join(_claim_prepare_sql().values()))
+
+        def claim(lead_id: int) -> bool:
+            cur.execute(_CLAIM_EXECUTE, {"lead": lead_id, "rep": rep.pk, "now": timezone.now(), "due": None,
+                                         "actor": None, "relaxed": True})
+            cur.nextset()
+            row = cur.fetchone()
+            return row is not None and row[-5] == 1  # the count of `won`
+
+        claim(warm_lead_id)  # not a member: nothing written, session warm
+        barrier.wait()
+        latencies: list[float] = []
+        won = 0
+        cpu, start = time.process_time(), time.monotonic()
+        for pk in plan:
+            t = time.perf_counter()
+            won += claim(pk)
+            latencies.append(time.perf_counter() - t)
+        results.put((won, latencies, start, time.monotonic(), time.process_time() - cpu))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_claim_contention_sql_floor():
+    setup = contention(claim_limit=PROCS_CLAIM_LIMIT)
+    floor = run_processes(setup, _sql_claimer_process)
+    emit_contention("claim_contention_sql_floor", floor, setup.solo, setup.lead_ids)
+    held = Counter(Lead.objects.filter(pk__in=setup.lead_ids, owner__isnull=False).values_list("owner_id", flat=True))
+    assert max(held.values()) <= PROCS_CLAIM_LIMIT
 
 
 BURST_ROUNDS = 200
