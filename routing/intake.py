@@ -64,6 +64,11 @@ class _Row:
     copy_body: str | None = None  # the PostgreSQL COPY text of its values, made while parsing
 
 
+def _emails(rows: Iterable[_Row]) -> set[str]:
+    """The (normalised) emails of a chunk's rows that have one."""
+    return {r.data["email"] for r in rows if r.data["email"]}
+
+
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
     it = iter(items)
     while chunk := list(islice(it, size)):
@@ -101,6 +106,14 @@ class Importer:
         # Only a dry run remembers emails across chunks: a real run finds earlier chunks'
         # leads in the database, which keeps memory flat.
         self._dry_seen: set[str] = set()
+        # Per run (set again by run()): rows handed to the writer so far, the row cleaner for the
+        # file's columns, whether rows are formatted for COPY while parsed, and the pipelined run's
+        # writer state (see _run_pipelined).
+        self._done = 0
+        self._fast: Callable[[list[str]], dict[str, Any] | None] = lambda cells: None
+        self._copy_text = False
+        self._committed = 0  # chunks the writer has committed; only the writer sets it
+        self._recent: dict[int, dict[str, int]] = {}  # chunk index -> {email: new lead id}, writer only
 
     # -- parse and validate -------------------------------------------------------------
     def _plan(self, csvfile: CsvFile) -> list[tuple[int, str, str]]:
@@ -198,8 +211,7 @@ class Importer:
         created since (`_recent`), so in-file duplicates are still found however far apart they are."""
         chunks: queue.Queue = queue.Queue(maxsize=1)
         failures: list[BaseException] = []
-        self._committed = 0  # chunks the writer has committed; only the writer sets it
-        self._recent: dict[int, dict[str, int]] = {}  # chunk index -> {email: new lead id}, writer only
+        self._committed, self._recent = 0, {}
 
         def writer() -> None:
             try:
@@ -221,7 +233,7 @@ class Importer:
                     if failures:
                         break
                     committed = self._committed  # read before the query: all of these are visible to it
-                    existing = _open_leads_by_email({r.data["email"] for r in valid if r.data["email"]})
+                    existing = _open_leads_by_email(_emails(valid))
                     chunks.put((n, valid, (committed, existing)))
             finally:
                 chunks.put(None)
@@ -268,13 +280,13 @@ class Importer:
         return creators, into_existing
 
     def _dry_chunk(self, valid: list[_Row]) -> None:
-        emails = {r.data["email"] for r in valid if r.data["email"]} - self._dry_seen
-        existing = _open_leads_by_email(emails)
-        existing.update(dict.fromkeys(self._dry_seen & {r.data["email"] for r in valid}, 0))
+        emails = _emails(valid)
+        existing = _open_leads_by_email(emails - self._dry_seen)
+        existing.update(dict.fromkeys(self._dry_seen & emails, 0))
         creators, into_existing = self._dedupe(valid, existing)
         self.result.created += len(creators)
         self.result.merged += sum(len(c.merges) for c in creators) + sum(len(v) for v in into_existing.values())
-        self._dry_seen |= {r.data["email"] for r in valid if r.data["email"]}
+        self._dry_seen |= emails
 
     def _write_chunk(self, valid: list[_Row], lookup: tuple[int, dict[str, int]] | None = None) -> list[int]:
         """Dedupe and write one chunk in one transaction. `lookup` is the pipelined run's: (chunks committed
@@ -285,7 +297,7 @@ class Importer:
             return []
         with transaction.atomic():
             if lookup is None:
-                existing = _open_leads_by_email({r.data["email"] for r in valid if r.data["email"]})
+                existing = _open_leads_by_email(_emails(valid))
             else:
                 existing = _still_open(self._complete_lookup(valid, *lookup))
             creators, into_existing = self._dedupe(valid, existing)
