@@ -269,13 +269,17 @@ def run_processes(setup: Contention, target) -> Run:
     )
 
 
+def held_per_member(lead_ids: list[int]) -> Counter:
+    """How many of these leads each member ended up owning."""
+    return Counter(Lead.objects.filter(pk__in=lead_ids, owner__isnull=False).values_list("owner_id", flat=True))
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_claim_contention_procs():
     setup = contention(claim_limit=PROCS_CLAIM_LIMIT)
-    run = run_processes(setup, _claimer_process)
-    emit_contention("claim_contention_procs", run, setup.solo, setup.lead_ids)
-    held = Counter(Lead.objects.filter(pk__in=setup.lead_ids, owner__isnull=False).values_list("owner_id", flat=True))
+    emit_contention("claim_contention_procs", run_processes(setup, _claimer_process), setup.solo, setup.lead_ids)
+    held = held_per_member(setup.lead_ids)
     over = sum(1 for n in held.values() if n > PROCS_CLAIM_LIMIT)
     emit("claim_contention_procs_over_limit", over, "members", 0, 0)
     at_limit = sum(1 for n in held.values() if n == PROCS_CLAIM_LIMIT)
@@ -314,10 +318,9 @@ def _sql_claimer_process(rep: Rep, plan: list[int], warm_lead_id: int, barrier, 
 @pytest.mark.django_db(transaction=True)
 def test_claim_contention_sql_floor():
     setup = contention(claim_limit=PROCS_CLAIM_LIMIT)
-    floor = run_processes(setup, _sql_claimer_process)
-    emit_contention("claim_contention_sql_floor", floor, setup.solo, setup.lead_ids)
-    held = Counter(Lead.objects.filter(pk__in=setup.lead_ids, owner__isnull=False).values_list("owner_id", flat=True))
-    assert max(held.values()) <= PROCS_CLAIM_LIMIT
+    emit_contention("claim_contention_sql_floor", run_processes(setup, _sql_claimer_process), setup.solo,
+                    setup.lead_ids)
+    assert max(held_per_member(setup.lead_ids).values()) <= PROCS_CLAIM_LIMIT
 
 
 BURST_ROUNDS = 200
