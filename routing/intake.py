@@ -298,6 +298,8 @@ class Importer:
         with transaction.atomic():
             if lookup is None:
                 existing = _open_leads_by_email(_emails(valid))
+                if connection.vendor == "postgresql":
+                    existing = _still_open(existing)
             else:
                 existing = _still_open(self._complete_lookup(valid, *lookup))
             creators, into_existing = self._dedupe(valid, existing)
@@ -367,22 +369,32 @@ def _open_leads_by_email(emails: set[str]) -> dict[str, int]:
 
 
 def _still_open(existing: dict[str, int]) -> dict[str, int]:
-    """A pipelined lookup ran outside the writer's transaction, a chunk or two ago: keep the leads that
-    are still open and look the others' emails up again. A lead closed (or deleted) meanwhile must not
-    take a merge: it would never be routed (or its event would break the lead constraint).
-    PostgreSQL only, as the pipeline is."""
+    """Inside the writer's transaction: lock the leads a lookup found, keep those still open, and look
+    the others' emails up again. A lead closed (or deleted) since the lookup must not take a merge: it
+    would never be routed (or its event would break the lead constraint). The lock keeps the kept ones
+    open until the chunk commits: a rep marking one won waits for the merge instead of slipping in
+    between this check and the merge's UPDATE. PostgreSQL only, as the pipeline is."""
     found = set(existing.values())
     if not found:
         return existing
-    with connection.cursor() as cur:
-        cur.execute("SELECT id FROM routing_lead WHERE id = ANY(%s) AND status = ANY(%s)",
-                    [list(found), Lead.OPEN_STATUSES])
-        open_ids = {pk for (pk,) in cur.fetchall()}
+    open_ids = _lock_open(found)
     if open_ids == found:
         return existing
     kept = {email: pk for email, pk in existing.items() if pk in open_ids}
-    kept.update(_open_leads_by_email({email for email in existing if email not in kept}))
+    again = _open_leads_by_email({email for email in existing if email not in kept})
+    locked = _lock_open(set(again.values()))
+    kept.update({email: pk for email, pk in again.items() if pk in locked})
     return kept
+
+
+def _lock_open(ids: set[int]) -> set[int]:
+    """Lock these leads, in id order, and return the ones that are open."""
+    if not ids:
+        return set()
+    with connection.cursor() as cur:
+        cur.execute("SELECT id FROM routing_lead WHERE id = ANY(%s) AND status = ANY(%s) ORDER BY id FOR UPDATE",
+                    [list(ids), Lead.OPEN_STATUSES])
+        return {pk for (pk,) in cur.fetchall()}
 
 
 def _fill_blanks(target: dict[str, Any], dup: dict[str, Any]) -> list[str]:

@@ -413,6 +413,55 @@ def test_a_lead_closed_between_the_lookup_and_the_write_takes_no_merge(tmp_path,
     assert Lead.objects.get(email="late@x.example", status="unassigned").last_name == "Late"
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_lead_the_writer_will_merge_into_cannot_be_closed_until_the_chunk_commits(tmp_path, monkeypatch):
+    """Between the writer's re-check that a found lead is open and its merge UPDATE, a rep marking the
+    lead won must wait: otherwise the duplicate merges into a lead that is already won."""
+    import threading
+
+    from django.db import OperationalError, connection
+
+    from routing import intake
+    from routing.csvio import open_path
+
+    lead = LeadFactory(email="late@x.example", status="assigned")
+    still_open = intake._still_open
+    outcome: list[str] = []
+
+    def then_a_rep_closes_it(existing):
+        kept = still_open(existing)
+        if lead.pk in kept.values():
+            def close() -> None:
+                try:
+                    with connection.cursor() as cur:  # this thread's own connection
+                        cur.execute("SET lock_timeout = '300ms'")
+                        cur.execute("UPDATE routing_lead SET status = 'won' WHERE id = %s", [lead.pk])
+                    outcome.append("closed")
+                except OperationalError:
+                    outcome.append("waited")
+                finally:
+                    connection.close()
+
+            rep = threading.Thread(target=close)
+            rep.start()
+            rep.join()
+        return kept
+
+    monkeypatch.setattr(intake, "_still_open", then_a_rep_closes_it)
+    rows = [[f"f{i}@x.example", "F", str(i), "Co", "DE", "", ""] for i in range(60)] + [
+        ["LATE@x.example", "L", "Late", "Co", "DE", "", ""]]
+    csvfile, stream = open_path(write_csv(tmp_path, rows))
+
+    with stream:
+        result = intake.Importer(source="t", route=False, chunk_rows=50).run(csvfile)
+
+    assert outcome == ["waited"]
+    assert (result.created, result.merged) == (60, 1)
+    lead.refresh_from_db()
+    assert (lead.status, lead.merged_count) == ("assigned", 1)
+
+
 def test_an_excel_unicode_text_export_in_utf16_is_read(tmp_path):
     path = tmp_path / "excel.txt"
     path.write_bytes("Email\tFirst Name\tCountry\r\nu16@x.example\tŁukasz\tPolska\r\n".encode("utf-16"))
