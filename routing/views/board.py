@@ -110,6 +110,7 @@ def board(request: HttpRequest) -> HttpResponse:
         "rep": rep,
         "pools": pools,
         "waiting_total": sum(p.waiting for p in pools),
+        "held_total": sum(p.held for p in pools),
         "filter": lead_filter,
         "page": page,
         "query": params.urlencode(),
@@ -128,35 +129,47 @@ def board(request: HttpRequest) -> HttpResponse:
 @rep_required
 @require_GET
 def board_poll(request: HttpRequest) -> HttpResponse:
-    """What changed since the page was drawn: the shotgun banner, and rows of the pool table whose
-    lead someone else took (swapped out of band). 204 when nothing changed, so the DOM stays put."""
+    """What changed since the page was drawn: the shotgun banner, rows of the pool table whose lead
+    someone else took or that are waiting again (a release, a take-back), and the pools' counts, all
+    swapped out of band. 204 when nothing changed, so the DOM stays put.
+
+    The page sends what it shows: `shown` (rows with a Claim button), `taken` (rows saying Yours or
+    Taken by), `announced`, and the `waiting` and `held` totals it printed."""
     rep = request.user.rep
-    shown = {int(x) for x in request.GET.getlist("shown") if x.isdigit()}
-    seen = {int(x) for x in request.GET.getlist("announced") if x.isdigit()}
+    shown = _ids(request, "shown")
+    taken = _ids(request, "taken")
+    seen = _ids(request, "announced")
     announcements = list(_announcements(rep))
     pools = _my_pools(rep)
-    gone = []
-    if shown:
-        # Only rows of the rep's own pools: `shown` comes from the client and must not reveal
-        # the company or owner of any other lead id.
-        gone = list(
-            Lead.objects.filter(pk__in=shown, pool__in=[p.pk for p in pools])
-            .exclude(status=Lead.Status.POOLED, owner__isnull=True)
-            .select_related("owner__user", "pool")
-        )
+    # Only rows of the rep's own pools: the ids come from the client and must not reveal the company
+    # or owner of any other lead.
+    in_my_pools = Lead.objects.filter(pool__in=[p.pk for p in pools])
+    gone = list(
+        in_my_pools.filter(pk__in=shown).exclude(status=Lead.Status.POOLED, owner__isnull=True)
+        .select_related("owner__user", "pool")
+    ) if shown else []
+    back = list(in_my_pools.filter(pk__in=taken, status=Lead.Status.POOLED, owner__isnull=True)
+                .select_related("pool")) if taken else []
     waiting_total = sum(p.waiting for p in pools)
-    known = request.GET.get("waiting", "")
-    if not gone and {a.lead_id for a in announcements} == seen and known == str(waiting_total):
+    held_total = sum(p.held for p in pools)
+    known, known_held = request.GET.get("waiting", ""), request.GET.get("held", "")
+    if (not gone and not back and {a.lead_id for a in announcements} == seen and known == str(waiting_total)
+            and known_held in ("", str(held_total))):
         return HttpResponse(status=204)
-    # More waiting than the page knew of: offer to redraw the table (rows are not pushed in, so the
-    # rep's sort, filters and page do not shift under the pointer).
-    arrived = known.isdigit() and waiting_total > int(known)
+    # More waiting than the page knew of (beyond rows coming back in place): offer to redraw the table
+    # (rows are not pushed in, so the rep's sort, filters and page do not shift under the pointer).
+    arrived = known.isdigit() and waiting_total > int(known) + len(back)
     return TemplateResponse(
         request,
         "routing/board.html#poll",
-        {"rep": rep, "announcements": announcements, "gone": gone, "waiting_total": waiting_total,
-         "arrived": arrived},
+        {"rep": rep, "announcements": announcements, "gone": gone, "back": back, "pools": pools,
+         "waiting_total": waiting_total, "held_total": held_total, "arrived": arrived, "oob_row": True,
+         "oob_counts": True},
     )
+
+
+def _ids(request: HttpRequest, name: str) -> set[int]:
+    return {int(x) for x in request.GET.getlist(name) if x.isdigit()}
 
 
 def _after_action(request: HttpRequest, lead: Lead, *, partial: str, status: int = 200, **extra) -> HttpResponse:
@@ -175,7 +188,10 @@ def _after_action(request: HttpRequest, lead: Lead, *, partial: str, status: int
         "release_reasons": RELEASE_REASONS,
         **{"oob_my_leads": True, **extra},
     }
-    return TemplateResponse(request, f"routing/board.html#{partial}", context, status=status)
+    response = TemplateResponse(request, f"routing/board.html#{partial}", context, status=status)
+    # The board polls at once: the pools' counts, and the row of a lead just released, catch up.
+    response["HX-Trigger"] = "board-changed"
+    return response
 
 
 @rep_required

@@ -44,6 +44,29 @@ def test_one_rep_claims_and_the_other_reps_board_updates_without_reload(logged_i
     assert Lead.objects.get(pk=lead.pk).owner == rep
 
 
+def test_a_released_lead_comes_back_on_the_other_reps_board_and_the_counts_follow(logged_in, rep, other_rep):
+    pool = PoolFactory(name="smb", members=[rep, other_rep], claim_limit=5)
+    lead = pooled(pool, company="Boomerang BV")
+    alice, bob = logged_in(rep.user, "/board/"), logged_in(other_rep.user, "/board/")
+    alice.locator(f"#claim-{lead.pk}").click()
+    expect(alice.locator(f"#pool-count-{pool.pk}")).to_contain_text("you hold 1 of 5", timeout=LIVE)
+    expect(bob.locator(f"#pool-row-{lead.pk}")).to_contain_text("Taken by", timeout=LIVE)
+    for page in (alice, bob):
+        mark_page(page)
+
+    alice.locator(f"#my-lead-{lead.pk}").get_by_role("button", name="Release").click()
+
+    expect(alice.locator("#my-leads")).not_to_contain_text("Boomerang BV")
+    expect(alice.locator(f"#pool-count-{pool.pk}")).to_contain_text("1 waiting", timeout=LIVE)
+    expect(alice.locator(f"#pool-count-{pool.pk}")).to_contain_text("you hold 0 of 5")
+    expect(alice.locator(f"#claim-{lead.pk}")).to_be_visible(timeout=LIVE)
+    bob.locator(f"#claim-{lead.pk}").click(timeout=LIVE)
+    expect(bob.locator("#my-leads")).to_contain_text("Boomerang BV")
+    assert_not_reloaded(alice)
+    assert_not_reloaded(bob)
+    assert Lead.objects.get(pk=lead.pk).owner == other_rep
+
+
 def test_a_shotgun_announcement_appears_live_and_the_claim_succeeds(logged_in, rep, other_rep):
     pool = PoolFactory(name="hot", members=[rep, other_rep], mode="shotgun")
     alice, bob = logged_in(rep.user, "/board/"), logged_in(other_rep.user, "/board/")

@@ -303,6 +303,57 @@ def test_the_lead_page_links_the_owner_to_why_it_came_to_them(rep_client, rep):
     assert f'href="/leads/{lead.pk}/explain/"' in response.content.decode()
 
 
+def test_poll_brings_back_a_row_whose_lead_is_waiting_again(rep_client, rep, other_rep):
+    from routing.pools import lead_release
+
+    pool = PoolFactory(members=[rep, other_rep])
+    lead = lead_claim(pooled(pool, company="Boomerang BV"), rep=other_rep)
+    gone = rep_client.get("/board/poll/", {"shown": [lead.pk], "waiting": 1}, **HX).content.decode()
+    assert f'name="taken" value="{lead.pk}"' in gone  # the row now says Taken by, and tells the next poll
+    lead_release(lead, rep=other_rep, reason="Not a fit for me")
+
+    response = rep_client.get("/board/poll/", {"taken": [lead.pk], "waiting": 0}, **HX)
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert f'id="pool-row-{lead.pk}" hx-swap-oob="true"' in body and f'id="claim-{lead.pk}"' in body
+    assert "New leads arrived" not in body  # the one more waiting is this row, back in place
+
+
+def test_poll_updates_the_pools_counts_after_my_own_status_change(rep_client, rep):
+    pool = PoolFactory(name="SMB", members=[rep], claim_limit=5)
+    lead = lead_claim(pooled(pool), rep=rep)
+    assert "you hold 1 of 5" in rep_client.get("/board/").content.decode()
+    rep_client.post(f"/board/leads/{lead.pk}/status/", {"status": "won"}, **HX)
+
+    response = rep_client.get("/board/poll/", {"waiting": 0, "held": 1}, **HX)
+
+    body = response.content.decode()
+    assert f'id="pool-count-{pool.pk}" hx-swap-oob="true"' in body and "you hold 0 of 5" in body
+    assert rep_client.get("/board/poll/", {"waiting": 0, "held": 0}, **HX).status_code == 204
+
+
+def test_board_actions_make_the_board_poll_at_once(rep_client, rep):
+    pool = PoolFactory(members=[rep])
+    lead = pooled(pool)
+
+    claimed = rep_client.post(f"/board/leads/{lead.pk}/claim/", **HX)
+    released = rep_client.post(f"/board/leads/{lead.pk}/release/", {"reason": "Claimed by mistake"}, **HX)
+
+    assert claimed["HX-Trigger"] == released["HX-Trigger"] == "board-changed"
+    assert Lead.objects.get(pk=lead.pk).status == Lead.Status.POOLED
+
+
+def test_poll_never_brings_back_a_lead_outside_my_pools(rep_client, rep, other_rep):
+    PoolFactory(members=[rep])
+    secret = pooled(PoolFactory(members=[other_rep]), company="Other Pool Co")
+
+    response = rep_client.get("/board/poll/", {"taken": [secret.pk], "waiting": 0}, **HX)
+
+    assert response.status_code == 204
+    assert b"Other Pool Co" not in response.content
+
+
 def test_poll_reveals_nothing_about_a_lead_outside_my_pools(rep_client, rep, other_rep):
     PoolFactory(members=[rep])
     secret = LeadFactory(owner=other_rep, status=Lead.Status.ASSIGNED, company="Secret Deal Co")
