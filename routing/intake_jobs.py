@@ -17,6 +17,9 @@ from routing.csvio import IGNORE, CsvUnreadable, open_csv
 from routing.models import ImportJob
 from routing.tasks import enqueue
 
+# The columns the rejected-rows download adds after the file's own (routing/views/intake.py).
+REJECTED_COLUMNS = ("row", "reason")
+
 log = logging.getLogger(__name__)
 
 # A job needs at least one of these mapped: they are how a lead is recognised and deduplicated.
@@ -41,7 +44,7 @@ def import_job_create(
     """Store the uploaded file and create a job awaiting confirmation, with the detected mapping.
 
     A retry of a job's rejected rows takes that job's source unless one is given, and ignores the
-    `reason` column our own export added. Raises UploadTooLarge or ImportRefused (unreadable CSV);
+    `row` and `reason` columns our own export added. Raises UploadTooLarge or ImportRefused (unreadable CSV);
     nothing is kept then.
     """
     limit = settings.INTAKE_MAX_UPLOAD_BYTES
@@ -59,8 +62,10 @@ def import_job_create(
     try:
         with job.file.open("rb") as stream:
             job.mapping = open_csv(stream).mapping
-        if retry_of is not None and "reason" in job.mapping:
-            job.mapping["reason"] = IGNORE  # our own rejected-rows export: the reasons are not lead data
+        if retry_of is not None:
+            for column in REJECTED_COLUMNS:  # our own rejected-rows export: not lead data
+                if column in job.mapping:
+                    job.mapping[column] = IGNORE
         with transaction.atomic():
             job.save()
     except CsvUnreadable as exc:

@@ -18,7 +18,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from leadops.roles import ops_required
 from routing.csvio import TARGETS, CsvUnreadable, open_csv, safe_cell
-from routing.intake_jobs import ImportAlreadyStarted, ImportRefused, UploadTooLarge, import_job_create, import_job_start
+from routing.intake_jobs import (
+    REJECTED_COLUMNS,
+    ImportAlreadyStarted,
+    ImportRefused,
+    UploadTooLarge,
+    import_job_create,
+    import_job_start,
+)
 from routing.models import ImportJob
 
 PREVIEW_ROWS = 8
@@ -143,7 +150,8 @@ def intake_start(request: HttpRequest, pk: int) -> HttpResponse:
 @ops_required
 @require_GET
 def intake_rejected(request: HttpRequest, pk: int) -> HttpResponse:
-    """The rejected rows as they were uploaded, plus a `reason` column; cells made formula-safe."""
+    """The rejected rows as they were uploaded, plus `row` (its row in the uploaded file, as the page
+    lists it) and `reason` columns; cells made formula-safe. A retry ignores both columns."""
     job = _get_job(pk)
     reasons: dict[int, list[str]] = {}
     for err in job.errors:
@@ -168,7 +176,7 @@ def _rejected_lines(job: ImportJob, reasons: dict[int, list[str]]) -> Iterator[s
     yield "\ufeff"  # so Excel opens the accents correctly
     with job.file.open("rb") as stream:
         csvfile = open_csv(stream, job.mapping)
-        writer.writerow([safe_cell(h) for h in [*csvfile.headers, "reason"]])
+        writer.writerow([safe_cell(h) for h in [*csvfile.headers, *REJECTED_COLUMNS]])
         yield flush()
         for row, cells in csvfile.records:
             if row not in reasons:
@@ -180,5 +188,5 @@ def _rejected_lines(job: ImportJob, reasons: dict[int, list[str]]) -> Iterator[s
                 # Keep the `reason` column aligned; the surplus cells travel inside the reason.
                 reason += " (surplus cells: " + " | ".join(cells[width:]) + ")"
             cells = (cells + [""] * width)[:width]
-            writer.writerow([safe_cell(c) for c in [*cells, reason]])
+            writer.writerow([safe_cell(c) for c in [*cells, str(row), reason]])
             yield flush()

@@ -126,10 +126,11 @@ def test_the_rejected_rows_download_has_reasons_and_neutralised_formulas(
 
     rows = list(csv.reader(io.StringIO(b"".join(resp.streaming_content).decode("utf-8-sig"))))
     assert resp["Content-Type"].startswith("text/csv")
-    assert rows[0] == ["Email", "First Name", "Company", "Score", "Notes", "reason"]
+    assert rows[0] == ["Email", "First Name", "Company", "Score", "Notes", "row", "reason"]
     assert rows[1][:3] == ["bad-email", "Bob", "'+cmd"]
-    assert "invalid email" in rows[1][5]
-    assert rows[2][2] == "'@SUM(A1)" and rows[2][5].startswith("Score: score must be")
+    assert [r[5] for r in rows[1:]] == ["3", "4"]  # their rows in the uploaded file, as the page lists them
+    assert "invalid email" in rows[1][6]
+    assert rows[2][2] == "'@SUM(A1)" and rows[2][6].startswith("Score: score must be")
     assert len(rows) == 3
 
 
@@ -151,7 +152,7 @@ def test_a_corrected_rejected_file_can_be_imported_as_a_retry(
     assert (retry.created, retry.failed) == (2, 0)
     bob = Lead.objects.get(email="bob@x.example")
     assert bob.company == "+cmd"  # our own "'" escape is undone on a retry
-    assert "reason" not in bob.extra
+    assert "reason" not in bob.extra and "row" not in bob.extra
 
 
 def test_the_history_lists_imports_with_their_counts(ops_client):
