@@ -108,10 +108,17 @@ class CsvFile:
 
     headers: list[str]
     delimiter: str
-    encoding: str
     records: Iterator[tuple[int, list[str] | str]]
     preset: str = ""
     mapping: dict[str, str] = field(default_factory=dict)
+    # Updated as the records are read: a line that is not UTF-8 can come at any point.
+    decoding: dict[str, str] = field(default_factory=lambda: {"encoding": "utf-8"})
+
+    @property
+    def encoding(self) -> str:
+        """How the file was read so far: utf-8, utf-8-sig (with a BOM), utf-16, or either UTF-8 one
+        followed by "+cp1252" once a line was not UTF-8 and was read as Windows-1252."""
+        return self.decoding["encoding"]
 
 
 def _decoded_lines(stream: BinaryIO, state: dict[str, str]) -> Iterator[str]:
@@ -124,20 +131,20 @@ def _decoded_lines(stream: BinaryIO, state: dict[str, str]) -> Iterator[str]:
     for raw in stream:
         if first:
             first = False
-            if raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]
-                state["encoding"] = "utf-8-sig"
+            raw = raw.removeprefix(codecs.BOM_UTF8)
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
-            if state["encoding"].startswith("utf-8") and state["encoding"] != "utf-8-sig":
-                state["encoding"] = "cp1252"
-            elif state["encoding"] == "utf-8-sig":
-                state["encoding"] = "utf-8-sig+cp1252"
+            _saw_cp1252(state)
             try:
                 yield raw.decode("cp1252")
             except UnicodeDecodeError:
                 yield raw.decode("latin-1")
+
+
+def _saw_cp1252(state: dict[str, str]) -> None:
+    if not state["encoding"].endswith("+cp1252"):
+        state["encoding"] += "+cp1252"
 
 
 def _sniff_delimiter(header_line: str) -> str:
@@ -171,13 +178,19 @@ def open_csv(stream: BinaryIO, mapping: dict[str, str] | None = None) -> CsvFile
     if not utf16 and _looks_binary(head):
         raise CsvUnreadable("the file is not text (binary data); export it as CSV and try again")
     stream = io.BufferedReader(_Prepend(head, stream))  # type: ignore[arg-type]
-    state = {"encoding": "utf-8"}
+    state = {"encoding": "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"}
     lines: Iterator[str]
     if utf16:
         # Excel's "Unicode text" export: UTF-16 with a BOM, usually tab separated.
         state["encoding"] = "utf-16"
         lines = iter(io.TextIOWrapper(stream, encoding="utf-16", errors="replace", newline=""))
     else:
+        try:
+            # The first 64 kB say up front whether lines will need Windows-1252, so a preview of the
+            # first rows names the encoding the later ones are read with too.
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError:
+            _saw_cp1252(state)
         lines = _decoded_lines(stream, state)
     try:
         first = next(lines)
@@ -236,7 +249,7 @@ def open_csv(stream: BinaryIO, mapping: dict[str, str] | None = None) -> CsvFile
             yield row, cells
 
     return CsvFile(
-        headers=headers, delimiter=delimiter, encoding=state["encoding"], records=records(),
+        headers=headers, delimiter=delimiter, decoding=state, records=records(),
         preset=preset, mapping=guessed,
     )
 

@@ -29,6 +29,13 @@ from routing.intake_jobs import (
 from routing.models import ImportJob
 
 PREVIEW_ROWS = 8
+ENCODING_NAMES = {
+    "utf-8": "UTF-8",
+    "utf-8-sig": "UTF-8 (with a byte-order mark)",
+    "utf-16": "UTF-16 (Excel Unicode text)",
+    "utf-8+cp1252": "UTF-8, and Windows-1252 (Latin-1) for the lines that are not UTF-8",
+    "utf-8-sig+cp1252": "UTF-8 with a byte-order mark, and Windows-1252 (Latin-1) for the lines that are not UTF-8",
+}
 DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
 
 
@@ -83,7 +90,8 @@ def _preview(job: ImportJob) -> dict:
         {"index": i, "header": h, "target": csvfile.mapping.get(h, "extra")} for i, h in enumerate(csvfile.headers)
     ]
     return {
-        "columns": columns, "rows": rows, "targets": TARGETS, "encoding": csvfile.encoding,
+        "columns": columns, "rows": rows, "targets": TARGETS,
+        "encoding": ENCODING_NAMES.get(csvfile.encoding, csvfile.encoding),
         "delimiter": DELIMITER_NAMES.get(csvfile.delimiter, csvfile.delimiter),
         "preset": csvfile.preset,
     }

@@ -42,6 +42,22 @@ def start(client, job: ImportJob, captures, **mapping):
         return client.post(f"/intake/{job.pk}/start/", mapping)
 
 
+ASCII_ROWS = b"Email;Name\r\n" + b"".join(b"a%d@x.example;Ann\r\n" % i for i in range(20))
+
+
+@pytest.mark.parametrize(("data", "said"), [
+    (ASCII_ROWS + "b@x.example;Jürgen\r\n".encode(), "Read as UTF-8,"),
+    # Windows-1252 only in row 22, long after the eight rows the preview shows.
+    (ASCII_ROWS + "b@x.example;Jürgen\r\n".encode("cp1252"),
+     "Read as UTF-8, and Windows-1252 (Latin-1) for the lines that are not UTF-8,"),
+    (b"\xef\xbb\xbf" + ASCII_ROWS, "Read as UTF-8 (with a byte-order mark),"),
+])
+def test_the_preview_names_the_encoding_every_row_is_read_with(ops_client, data, said):
+    page = ops_client.get(upload(ops_client, data)["Location"]).content.decode()
+
+    assert said in page
+
+
 def test_a_rep_cannot_open_intake(rep_client):
     assert rep_client.get("/intake/").status_code == 403
 
