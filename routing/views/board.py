@@ -67,7 +67,8 @@ def _my_leads(rep):
         Lead.objects.filter(owner=rep, status__in=pool_services.HELD_STATUSES)
         .select_related("pool")
         # Leads still waiting for their first touch come first, the most urgent deadline on top.
-        .order_by(F("first_touch_at").asc(nulls_first=True), "sla_due_at", "-assigned_at", "-id")[:200]
+        .order_by(F("first_touch_at").asc(nulls_first=True), F("sla_due_at").asc(nulls_last=True), "-assigned_at",
+                  "-id")[:200]
     )
 
 

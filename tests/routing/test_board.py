@@ -182,6 +182,17 @@ def test_lead_detail_shows_the_timeline_of_a_waiting_pool_lead(rep_client, rep):
     assert "Timeline Inc" in page and "Sent to pool" in page
 
 
+def test_my_untouched_leads_come_most_urgent_first_and_those_without_a_deadline_last(rep_client, rep):
+    now = timezone.now()
+    LeadFactory(owner=rep, status=Lead.Status.ASSIGNED, company="No Deadline Co", assigned_at=now)
+    LeadFactory(owner=rep, status=Lead.Status.ASSIGNED, company="Later Co", sla_due_at=now + dt.timedelta(hours=2))
+    LeadFactory(owner=rep, status=Lead.Status.ASSIGNED, company="Soon Co", sla_due_at=now + dt.timedelta(minutes=5))
+
+    page = rep_client.get("/board/").content.decode()
+
+    assert page.index("Soon Co") < page.index("Later Co") < page.index("No Deadline Co")
+
+
 def test_poll_says_nothing_changed_with_204(rep_client, rep):
     pool = PoolFactory(members=[rep])
     lead = pooled(pool)
