@@ -73,7 +73,11 @@ def percent(value: float | None) -> str:
 
 @register.inclusion_tag("reports/_trend.html")
 def trend(delta: float | None, kind: str = "int", lower_is_better: bool = False):
-    """An arrow for the direction, coloured for good (.up) or bad (.down) news."""
+    """An arrow for the direction, coloured for good (.up) or bad (.down) news. A change too small to
+    show (under half a point, half a second) is no change: "▼ 0 pts" in red would be news of nothing."""
+    if delta is not None and ((kind == "pct" and round(abs(delta) * 100) == 0)
+                              or (kind == "dur" and round(abs(delta)) == 0)):
+        delta = 0
     if delta is None or delta == 0:
         return {"text": "no change" if delta == 0 else "", "css": "", "arrow": "→" if delta == 0 else ""}
     better = delta < 0 if lower_is_better else delta > 0
