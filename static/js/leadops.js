@@ -20,6 +20,12 @@
       el.classList.toggle("ok", ms >= 5 * 60 * 1000);
     });
   }
+  // <form data-confirm="question">: ask before a plain form does something that cannot be undone
+  // (htmx forms use hx-confirm instead).
+  document.addEventListener("submit", function (event) {
+    const question = event.target.dataset && event.target.dataset.confirm;
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
   setInterval(tick, 1000);
   document.addEventListener("DOMContentLoaded", tick);
   document.addEventListener("htmx:afterSettle", tick);

@@ -67,6 +67,44 @@ def test_a_released_lead_comes_back_on_the_other_reps_board_and_the_counts_follo
     assert Lead.objects.get(pk=lead.pk).owner == other_rep
 
 
+def test_marking_a_lead_lost_asks_first_and_a_no_keeps_it(logged_in, rep):
+    lead = LeadFactory(owner=rep, status=Lead.Status.ASSIGNED, company="Second Thoughts Ltd")
+    page = logged_in(rep.user, "/board/")
+    row = page.locator(f"#my-lead-{lead.pk}")
+    questions: list[str] = []
+
+    def answer(dialog, accept: bool) -> None:
+        questions.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.once("dialog", lambda d: answer(d, False))
+    row.get_by_role("button", name="Lost").click()
+    page.wait_for_timeout(500)
+    assert Lead.objects.get(pk=lead.pk).status == Lead.Status.ASSIGNED
+
+    page.once("dialog", lambda d: answer(d, True))
+    row.get_by_role("button", name="Lost").click()
+    expect(page.locator(f"#my-lead-{lead.pk}")).to_have_count(0)
+    assert Lead.objects.get(pk=lead.pk).status == Lead.Status.LOST
+    assert len(questions) == 2 and "as lost?" in questions[0]
+
+
+def test_the_lead_page_asks_too_before_closing_a_lead(logged_in, rep):
+    lead = LeadFactory(owner=rep, status=Lead.Status.ASSIGNED, company="Careful Corp")
+    page = logged_in(rep.user, f"/board/leads/{lead.pk}/")
+
+    page.once("dialog", lambda d: d.dismiss())
+    page.get_by_role("button", name="Won").click()
+    page.wait_for_timeout(500)
+    assert Lead.objects.get(pk=lead.pk).status == Lead.Status.ASSIGNED
+
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Won").click()
+    page.wait_for_url(f"**/board/leads/{lead.pk}/")
+    expect(page.get_by_role("button", name="Won")).to_have_count(0)
+    assert Lead.objects.get(pk=lead.pk).status == Lead.Status.WON
+
+
 def test_a_shotgun_announcement_appears_live_and_the_claim_succeeds(logged_in, rep, other_rep):
     pool = PoolFactory(name="hot", members=[rep, other_rep], mode="shotgun")
     alice, bob = logged_in(rep.user, "/board/"), logged_in(other_rep.user, "/board/")
