@@ -9,8 +9,9 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
@@ -147,6 +148,29 @@ def _saw_cp1252(state: dict[str, str]) -> None:
         state["encoding"] += "+cp1252"
 
 
+def _is_utf8(chunks: Iterable[bytes], *, final: bool = True) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for chunk in chunks:
+            decoder.decode(chunk)
+        decoder.decode(b"", final=final)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def scan_encoding(stream: BinaryIO, chunk_size: int = 1 << 20) -> str:
+    """The encoding label open_csv() ends with once every line is read, found by one pass over the
+    bytes (no CSV parsing): a line is valid UTF-8 exactly when its bytes are, as newlines are ASCII.
+    Memory stays at one chunk however large the file."""
+    head = stream.read(max(chunk_size, 3))  # the whole BOM, whatever the chunk size
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    label = "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+    rest = iter(lambda: stream.read(chunk_size), b"")
+    return label if _is_utf8(chain([head], rest)) else f"{label}+cp1252"
+
+
 def _sniff_delimiter(header_line: str) -> str:
     counts = {d: 0 for d in (",", ";", "\t", "|")}
     quoted = False
@@ -185,11 +209,9 @@ def open_csv(stream: BinaryIO, mapping: dict[str, str] | None = None) -> CsvFile
         state["encoding"] = "utf-16"
         lines = iter(io.TextIOWrapper(stream, encoding="utf-16", errors="replace", newline=""))
     else:
-        try:
-            # The first 64 kB say up front whether lines will need Windows-1252, so a preview of the
-            # first rows names the encoding the later ones are read with too.
-            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        except UnicodeDecodeError:
+        # The label starts from the first 64 kB; later lines may still add "+cp1252" as they are
+        # read. Whoever must name the encoding before reading everything uses scan_encoding().
+        if not _is_utf8([head], final=False):
             _saw_cp1252(state)
         lines = _decoded_lines(stream, state)
     try:

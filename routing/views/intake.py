@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from leadops.roles import ops_required
-from routing.csvio import TARGETS, CsvUnreadable, open_csv, safe_cell
+from routing.csvio import IGNORE, TARGETS, CsvUnreadable, open_csv, safe_cell, scan_encoding
 from routing.intake_jobs import (
     REJECTED_COLUMNS,
     ImportAlreadyStarted,
@@ -84,6 +84,9 @@ def _preview(job: ImportJob) -> dict:
                 {"n": n, "cells": None, "error": cells} if isinstance(cells, str) else {"n": n, "cells": cells}
                 for n, cells in islice(csvfile.records, PREVIEW_ROWS)
             ]
+            # The rows shown are only the start; the label must hold for the lines not shown too.
+            stream.seek(0)
+            encoding = scan_encoding(stream)
     except CsvUnreadable as exc:
         return {"preview_error": str(exc)}
     columns = [
@@ -91,7 +94,7 @@ def _preview(job: ImportJob) -> dict:
     ]
     return {
         "columns": columns, "rows": rows, "targets": TARGETS,
-        "encoding": ENCODING_NAMES.get(csvfile.encoding, csvfile.encoding),
+        "encoding": ENCODING_NAMES.get(encoding, encoding),
         "delimiter": DELIMITER_NAMES.get(csvfile.delimiter, csvfile.delimiter),
         "preset": csvfile.preset,
     }
@@ -184,17 +187,23 @@ def _rejected_lines(job: ImportJob, reasons: dict[int, list[str]]) -> Iterator[s
     yield "\ufeff"  # so Excel opens the accents correctly
     with job.file.open("rb") as stream:
         csvfile = open_csv(stream, job.mapping)
-        writer.writerow([safe_cell(h) for h in [*csvfile.headers, *REJECTED_COLUMNS]])
+        width = len(csvfile.headers)
+        # A retry's file carries the row and reason of the import before: replaced, not repeated,
+        # so that fixing a file twice gives the same columns (not row_2, reason_2 landing in extra).
+        keep = [
+            i for i, h in enumerate(csvfile.headers)
+            if not (job.retry_of_id and h in REJECTED_COLUMNS and job.mapping.get(h) == IGNORE)
+        ]
+        writer.writerow([safe_cell(csvfile.headers[i]) for i in keep] + list(REJECTED_COLUMNS))
         yield flush()
         for row, cells in csvfile.records:
             if row not in reasons:
                 continue
             cells = [cells] if isinstance(cells, str) else list(cells)
             reason = "; ".join(reasons[row])
-            width = len(csvfile.headers)
             if len(cells) > width:
                 # Keep the `reason` column aligned; the surplus cells travel inside the reason.
                 reason += " (surplus cells: " + " | ".join(cells[width:]) + ")"
             cells = (cells + [""] * width)[:width]
-            writer.writerow([safe_cell(c) for c in [*cells, str(row), reason]])
+            writer.writerow([safe_cell(c) for c in [*(cells[i] for i in keep), str(row), reason]])
             yield flush()

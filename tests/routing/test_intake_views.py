@@ -51,6 +51,9 @@ ASCII_ROWS = b"Email;Name\r\n" + b"".join(b"a%d@x.example;Ann\r\n" % i for i in 
     (ASCII_ROWS + "b@x.example;Jürgen\r\n".encode("cp1252"),
      "Read as UTF-8, and Windows-1252 (Latin-1) for the lines that are not UTF-8,"),
     (b"\xef\xbb\xbf" + ASCII_ROWS, "Read as UTF-8 (with a byte-order mark),"),
+    # Past the first 64 kB that open_csv() looks at before reading rows.
+    (ASCII_ROWS * 2000 + "b@x.example;Jürgen\r\n".encode("cp1252"),
+     "Read as UTF-8, and Windows-1252 (Latin-1) for the lines that are not UTF-8,"),
 ])
 def test_the_preview_names_the_encoding_every_row_is_read_with(ops_client, data, said):
     page = ops_client.get(upload(ops_client, data)["Location"]).content.decode()
@@ -169,6 +172,33 @@ def test_a_corrected_rejected_file_can_be_imported_as_a_retry(
     bob = Lead.objects.get(email="bob@x.example")
     assert bob.company == "+cmd"  # our own "'" escape is undone on a retry
     assert "reason" not in bob.extra and "row" not in bob.extra
+
+
+def test_a_retry_of_a_retry_keeps_one_row_and_one_reason_column(
+    ops_client, sync_q, django_capture_on_commit_callbacks
+):
+    def rejected(job):
+        return b"".join(ops_client.get(f"/intake/{job.pk}/rejected.csv").streaming_content).decode("utf-8-sig")
+
+    def retry(text, of):
+        upload(ops_client, text, name="fixed.csv", retry_of=of.pk)
+        job = ImportJob.objects.latest("pk")
+        start(ops_client, job, django_capture_on_commit_callbacks)
+        job.refresh_from_db()
+        return job
+
+    upload(ops_client, GOOD_AND_BAD, no_route="on")
+    first = ImportJob.objects.get()
+    start(ops_client, first, django_capture_on_commit_callbacks)
+    second = retry(rejected(first).replace("bad-email", "bob@x.example"), of=first)  # the score still says "high"
+    again = rejected(second)
+    third = retry(again.replace(",high,", ",40,"), of=second)
+
+    header, *rows = list(csv.reader(io.StringIO(again)))
+    assert header == ["Email", "First Name", "Company", "Score", "Notes", "row", "reason"]
+    assert rows[0][5] == "3" and rows[0][6].startswith("Score: score must be")  # its row in the second file
+    assert (second.created, second.failed, third.created, third.failed) == (1, 1, 1, 0)
+    assert Lead.objects.get(email="cy@x.example").extra == {"Notes": "third"}
 
 
 def test_the_history_lists_imports_with_their_counts(ops_client):
