@@ -368,23 +368,32 @@ def _open_leads_by_email(emails: set[str]) -> dict[str, int]:
     return found
 
 
+class _LeadClosed(Exception):
+    """A lead a lookup found was closed (or deleted) before the writer could lock it."""
+
+
 def _still_open(existing: dict[str, int]) -> dict[str, int]:
-    """Inside the writer's transaction: lock the leads a lookup found, keep those still open, and look
-    the others' emails up again. A lead closed (or deleted) since the lookup must not take a merge: it
-    would never be routed (or its event would break the lead constraint). The lock keeps the kept ones
-    open until the chunk commits: a rep marking one won waits for the merge instead of slipping in
-    between this check and the merge's UPDATE. PostgreSQL only, as the pipeline is."""
-    found = set(existing.values())
-    if not found:
-        return existing
-    open_ids = _lock_open(found)
-    if open_ids == found:
-        return existing
-    kept = {email: pk for email, pk in existing.items() if pk in open_ids}
-    again = _open_leads_by_email({email for email in existing if email not in kept})
-    locked = _lock_open(set(again.values()))
-    kept.update({email: pk for email, pk in again.items() if pk in locked})
-    return kept
+    """Inside the writer's transaction: lock the leads a lookup found and keep them if they are all
+    still open. A lead closed (or deleted) since the lookup must not take a merge: it would never be
+    routed (or its event would break the lead constraint). The lock keeps them open until the chunk
+    commits: a rep marking one won waits for the merge instead of slipping in between this check and
+    the merge's UPDATE.
+
+    When one was closed, its email is looked up again and every lead is locked afresh. The attempt's
+    savepoint is rolled back first, which releases the locks it took: locking the new ones while
+    holding those could take a lower id after a higher one and deadlock with another import."""
+    while True:
+        found = set(existing.values())
+        open_ids: set[int] = set()
+        try:
+            with transaction.atomic():
+                open_ids = _lock_open(found)
+                if open_ids != found:
+                    raise _LeadClosed
+                return existing
+        except _LeadClosed:
+            kept = {email: pk for email, pk in existing.items() if pk in open_ids}
+            existing = kept | _open_leads_by_email({email for email in existing if email not in kept})
 
 
 def _lock_open(ids: set[int]) -> set[int]:

@@ -462,6 +462,57 @@ def test_a_lead_the_writer_will_merge_into_cannot_be_closed_until_the_chunk_comm
     assert (lead.status, lead.merged_count) == ("assigned", 1)
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_re_locking_after_a_closed_lead_cannot_deadlock_with_another_import():
+    """The writer found `high` open and `closed` for x@; closed by now, x@'s open lead is `low`. Another
+    import holds `low` and wants `high`. Taking `low` while still holding `high` would deadlock: the
+    writer must let go of `high` and lock both in id order."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from routing import intake
+
+    low = LeadFactory(email="x@x.example", status="assigned")
+    closed = LeadFactory(email="x@x.example", status="won")
+    high = LeadFactory(email="a@x.example", status="assigned")
+    held, errors = threading.Event(), []
+
+    def other_import() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cur:
+                cur.execute("SET LOCAL lock_timeout = '5s'")
+                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [low.pk])
+                held.set()
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:  # until the writer waits for `low`
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                " AND datname = current_database()")
+                    if cur.fetchone()[0]:
+                        break
+                    time.sleep(0.01)
+                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [high.pk])
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            held.set()
+            connection.close()
+
+    other = threading.Thread(target=other_import)
+    other.start()
+    held.wait(5)
+    try:
+        with transaction.atomic():
+            kept = intake._still_open({"x@x.example": closed.pk, "a@x.example": high.pk})
+    finally:
+        other.join()
+
+    assert errors == []
+    assert kept == {"x@x.example": low.pk, "a@x.example": high.pk}
+
+
 def test_an_excel_unicode_text_export_in_utf16_is_read(tmp_path):
     path = tmp_path / "excel.txt"
     path.write_bytes("Email\tFirst Name\tCountry\r\nu16@x.example\tŁukasz\tPolska\r\n".encode("utf-16"))
