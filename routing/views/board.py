@@ -54,6 +54,12 @@ def _my_pools(rep) -> list[Pool]:
     return pools
 
 
+def _counts(pools: list[Pool]) -> str:
+    """Every number the pool list prints, in one string the page sends back with each poll: the totals
+    alone can stay equal while two pools' counts change (one claimed here, one arrived there)."""
+    return " ".join(f"{p.pk}:{p.waiting}:{p.held}" for p in pools)
+
+
 def _get_lead_for_rep(rep, pk: int) -> Lead:
     """The lead if the rep may see it (Lead.objects.for_rep); anything else is a 404."""
     lead = Lead.objects.for_rep(rep).select_related("pool", "owner__user", "rule").filter(pk=pk).first()
@@ -111,7 +117,7 @@ def board(request: HttpRequest) -> HttpResponse:
         "rep": rep,
         "pools": pools,
         "waiting_total": sum(p.waiting for p in pools),
-        "held_total": sum(p.held for p in pools),
+        "counts": _counts(pools),
         "filter": lead_filter,
         "page": page,
         "query": params.urlencode(),
@@ -135,7 +141,7 @@ def board_poll(request: HttpRequest) -> HttpResponse:
     swapped out of band. 204 when nothing changed, so the DOM stays put.
 
     The page sends what it shows: `shown` (rows with a Claim button), `taken` (rows saying Yours or
-    Taken by), `announced`, and the `waiting` and `held` totals it printed."""
+    Taken by), `announced`, the `waiting` total and the pools' `counts` it printed."""
     rep = request.user.rep
     shown = _ids(request, "shown")
     taken = _ids(request, "taken")
@@ -149,28 +155,31 @@ def board_poll(request: HttpRequest) -> HttpResponse:
         in_my_pools.filter(pk__in=shown).exclude(status=Lead.Status.POOLED, owner__isnull=True)
         .select_related("owner__user", "pool")
     ) if shown else []
-    back = list(in_my_pools.filter(pk__in=taken, status=Lead.Status.POOLED, owner__isnull=True)
-                .select_related("pool")) if taken else []
+    back = list(
+        Lead.objects.for_rep(rep).waiting_in_pool().filter(pk__in=taken).select_related("pool")
+    ) if taken else []
     waiting_total = sum(p.waiting for p in pools)
-    held_total = sum(p.held for p in pools)
-    known, known_held = request.GET.get("waiting", ""), request.GET.get("held", "")
+    counts = _counts(pools)
+    known = request.GET.get("waiting", "")
     if (not gone and not back and {a.lead_id for a in announcements} == seen and known == str(waiting_total)
-            and known_held in ("", str(held_total))):
+            and request.GET.get("counts", "") in ("", counts)):
         return HttpResponse(status=204)
-    # More waiting than the page knew of (beyond rows coming back in place): offer to redraw the table
-    # (rows are not pushed in, so the rep's sort, filters and page do not shift under the pointer).
-    arrived = known.isdigit() and waiting_total > int(known) + len(back)
+    # More waiting than the page knew of, once the rows that left (gone) and came back in place (back)
+    # are set aside: offer to redraw the table (rows are not pushed in, so the rep's sort, filters and
+    # page do not shift under the pointer).
+    arrived = known.isdecimal() and waiting_total + len(gone) > int(known) + len(back)
     return TemplateResponse(
         request,
         "routing/board.html#poll",
         {"rep": rep, "announcements": announcements, "gone": gone, "back": back, "pools": pools,
-         "waiting_total": waiting_total, "held_total": held_total, "arrived": arrived, "oob_row": True,
+         "waiting_total": waiting_total, "counts": counts, "arrived": arrived, "oob_row": True,
          "oob_counts": True},
     )
 
 
 def _ids(request: HttpRequest, name: str) -> set[int]:
-    return {int(x) for x in request.GET.getlist(name) if x.isdigit()}
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    return {int(x) for x in request.GET.getlist(name) if x.isdecimal()}
 
 
 def _after_action(request: HttpRequest, lead: Lead, *, partial: str, status: int = 200, **extra) -> HttpResponse:

@@ -69,7 +69,7 @@ def _upload(request: HttpRequest) -> ImportJob:
         raise ImportRefused("Choose a CSV file to upload.")
     # A hand-edited or stale form may send anything here; an unknown job is simply not a retry.
     retry_id = request.POST.get("retry_of", "")
-    retry_of = ImportJob.objects.filter(pk=int(retry_id)).first() if retry_id.isdigit() else None
+    retry_of = ImportJob.objects.filter(pk=int(retry_id)).first() if retry_id.isdecimal() else None
     return import_job_create(
         upload, actor=request.user, retry_of=retry_of, source=request.POST.get("source") or "",
         route=request.POST.get("no_route") != "on",

@@ -133,7 +133,7 @@ def unassigned_assign(request: HttpRequest, pk: int) -> HttpResponse:
     if lead is None:
         raise Http404("No such lead")
     choice = request.POST.get("rep", "")
-    rep = Rep.objects.select_related("user").filter(pk=int(choice)).first() if choice.isdigit() else None
+    rep = Rep.objects.select_related("user").filter(pk=int(choice)).first() if choice.isdecimal() else None
     if rep is None:
         return _after_action(request, pk, error="Choose a rep to assign the lead to.")
     try:

@@ -116,7 +116,7 @@ def rules_new_draft(request: HttpRequest) -> HttpResponse:
     source_id = request.POST.get("source", "")
     source = None
     if source_id:
-        if not source_id.isdigit():
+        if not source_id.isdecimal():
             raise Http404("No such rule set")
         source = get_object_or_404(RuleSet, pk=int(source_id))
     try:
@@ -261,7 +261,7 @@ def rules_reorder(request: HttpRequest, pk: int) -> HttpResponse:
 def _moved(order: list[int], move: str) -> list[int]:
     """`order` with the rule named by `move` ("<id>:up" / "<id>:down") swapped with its neighbour."""
     pk, _, direction = move.partition(":")
-    if not pk.isdigit() or int(pk) not in order or direction not in ("up", "down"):
+    if not pk.isdecimal() or int(pk) not in order or direction not in ("up", "down"):
         return order
     i = order.index(int(pk))
     j = i - 1 if direction == "up" else i + 1

@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from routing.models import Lead, LeadEvent
-from routing.pools import lead_claim
+from routing.pools import lead_claim, lead_release
 from tests.factories import LeadFactory, PoolFactory
 from tests.routing.test_pools_support import pooled
 
@@ -315,7 +315,6 @@ def test_the_lead_page_links_the_owner_to_why_it_came_to_them(rep_client, rep):
 
 
 def test_poll_brings_back_a_row_whose_lead_is_waiting_again(rep_client, rep, other_rep):
-    from routing.pools import lead_release
 
     pool = PoolFactory(members=[rep, other_rep])
     lead = lead_claim(pooled(pool, company="Boomerang BV"), rep=other_rep)
@@ -337,11 +336,49 @@ def test_poll_updates_the_pools_counts_after_my_own_status_change(rep_client, re
     assert "you hold 1 of 5" in rep_client.get("/board/").content.decode()
     rep_client.post(f"/board/leads/{lead.pk}/status/", {"status": "won"}, **HX)
 
-    response = rep_client.get("/board/poll/", {"waiting": 0, "held": 1}, **HX)
+    response = rep_client.get("/board/poll/", {"waiting": 0, "counts": f"{pool.pk}:0:1"}, **HX)
 
     body = response.content.decode()
     assert f'id="pool-count-{pool.pk}" hx-swap-oob="true"' in body and "you hold 0 of 5" in body
-    assert rep_client.get("/board/poll/", {"waiting": 0, "held": 0}, **HX).status_code == 204
+    assert f'name="counts" value="{pool.pk}:0:0"' in body
+    assert rep_client.get("/board/poll/", {"waiting": 0, "counts": f"{pool.pk}:0:0"}, **HX).status_code == 204
+
+
+def test_poll_updates_two_pools_whose_counts_changed_while_the_totals_stayed(rep_client, rep, other_rep):
+    smb, ent = PoolFactory(name="SMB", members=[rep, other_rep]), PoolFactory(name="ENT", members=[rep])
+    lead = pooled(smb)
+    page = rep_client.get("/board/").content.decode()
+    counts = f"{smb.pk}:1:0 {ent.pk}:0:0"
+    assert f'name="counts" value="{counts}"' in page
+    lead_claim(lead, rep=other_rep)
+    pooled(ent)
+
+    response = rep_client.get("/board/poll/", {"waiting": 1, "counts": counts}, **HX)
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert f'<small id="pool-count-{smb.pk}" hx-swap-oob="true">(0 waiting' in body
+    assert f'<small id="pool-count-{ent.pk}" hx-swap-oob="true">(1 waiting' in body
+
+
+def test_poll_offers_new_leads_when_as_many_arrived_as_others_claimed(rep_client, rep, other_rep):
+    pool = PoolFactory(members=[rep, other_rep])
+    lead = pooled(pool)
+    lead_claim(lead, rep=other_rep)
+    pooled(pool)
+
+    poll = rep_client.get("/board/poll/", {"shown": [lead.pk], "waiting": 1}, **HX).content.decode()
+
+    assert "New leads arrived" in poll
+
+
+def test_poll_ignores_ids_that_are_digits_but_not_numbers(rep_client, rep):
+    pool = PoolFactory(members=[rep])
+    pooled(pool)
+
+    response = rep_client.get("/board/poll/", {"shown": ["²"], "taken": ["٣x"], "waiting": "²"}, **HX)
+
+    assert response.status_code == 200
 
 
 def test_board_actions_make_the_board_poll_at_once(rep_client, rep):
