@@ -129,25 +129,27 @@ def schema_floor() -> float:
         for table in tables:
             with cur.cursor.copy(f"COPY {table} TO STDOUT") as cp:
                 data[table] = b"".join(bytes(block) for block in cp)
-        for table, twin in tables.items():
-            cur.execute(f"CREATE TABLE {twin} (LIKE {table} INCLUDING ALL)")
-        cur.execute(
-            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s)", [list(tables)]
-        )
-        for table, definition in cur.fetchall():
-            for name, twin in tables.items():
-                definition = definition.replace(f"REFERENCES {name}(", f"REFERENCES {twin}(")
-            cur.execute(f"ALTER TABLE {tables[table]} ADD {definition}")
-    start = time.perf_counter()
-    with transaction.atomic(), connection.cursor() as cur:
-        for table, twin in tables.items():
-            with cur.cursor.copy(f"COPY {twin} FROM STDIN") as cp:
-                cp.write(data[table])
-    seconds = time.perf_counter() - start
-    with connection.cursor() as cur:
-        cur.execute("DROP TABLE bench_event, bench_lead")
-    return seconds
+    try:
+        with connection.cursor() as cur:
+            for table, twin in tables.items():
+                cur.execute(f"CREATE TABLE {twin} (LIKE {table} INCLUDING ALL)")
+            cur.execute(
+                "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s)", [list(tables)]
+            )
+            for table, definition in cur.fetchall():
+                for name, twin in tables.items():
+                    definition = definition.replace(f"REFERENCES {name}(", f"REFERENCES {twin}(")
+                cur.execute(f"ALTER TABLE {tables[table]} ADD {definition}")
+        start = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cur:
+            for table, twin in tables.items():
+                with cur.cursor.copy(f"COPY {twin} FROM STDIN") as cp:
+                    cp.write(data[table])
+        return time.perf_counter() - start
+    finally:  # a failed run must not leave twins behind for the next one to trip over
+        with connection.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS bench_event, bench_lead")
 
 
 def django_loop(path: Path) -> float:
