@@ -327,15 +327,19 @@ class Importer:
 
     def _complete_lookup(self, valid: list[_Row], committed: int, existing: dict[str, int]) -> dict[str, int]:
         """Add the leads created by chunks the lookup could not see yet (index >= committed), oldest first."""
+        wanted: set[str] | None = None
         for index in sorted(self._recent):
             if index < committed:
                 del self._recent[index]  # every later lookup sees it in the database
                 continue
             created = self._recent[index]
-            for r in valid:
-                email = r.data["email"]
-                if email and email not in existing and email in created:
-                    existing[email] = created[email]
+            if wanted is None:
+                wanted = _emails(valid) - existing.keys()
+            # Set operations, not a loop over the chunk's rows for each recent chunk: this runs in the
+            # writer, whose Python time the whole import waits for.
+            for email in wanted & created.keys():
+                existing[email] = created[email]
+            wanted -= created.keys()
         return existing
 
     def _finish_chunk(self, index: int, lookup: tuple[int, dict[str, int]] | None, creators: list[_Row]) -> None:
@@ -401,9 +405,10 @@ def _lock_open(ids: set[int]) -> set[int]:
     if not ids:
         return set()
     with connection.cursor() as cur:
-        cur.execute("SELECT id FROM routing_lead WHERE id = ANY(%s) AND status = ANY(%s) ORDER BY id FOR UPDATE",
-                    [list(ids), Lead.OPEN_STATUSES])
-        return {pk for (pk,) in cur.fetchall()}
+        # The status is checked here, not in the WHERE: given both, the planner (its statistics stale in
+        # the middle of a large import) read the status index's every open lead, which grew chunk by chunk.
+        cur.execute("SELECT id, status FROM routing_lead WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [list(ids)])
+        return {pk for pk, status in cur.fetchall() if status in Lead.OPEN_STATUSES}
 
 
 def _fill_blanks(target: dict[str, Any], dup: dict[str, Any]) -> list[str]:
@@ -448,6 +453,10 @@ def _merge_into_existing_pg(into: dict[int, list[_Row]]) -> None:
     text_sets = ", ".join(f"{n} = CASE WHEN l.{n} = '' THEN v.{n} ELSE l.{n} END" for n in _TEXT_FILLABLE)
     text_arrays = ", ".join("%s::text[]" for _ in _TEXT_FILLABLE)
     with connection.cursor() as cur:
+        # One index probe per merged lead. In the middle of a bulk load the planner's statistics lag far
+        # behind the table and it chose to hash the whole table instead, a cost that grew chunk by chunk
+        # until autoanalyze caught up. (SET LOCAL: until this chunk's transaction ends; only COPYs follow.)
+        cur.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
         cur.execute(
             f"UPDATE routing_lead AS l SET merged_count = l.merged_count + v.n, updated_at = %s, {text_sets},"
             " company_size = COALESCE(l.company_size, v.company_size), score = COALESCE(l.score, v.score),"
