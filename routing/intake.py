@@ -16,6 +16,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -432,6 +433,27 @@ def _merge_event(lead_id: int, dup: _Row, source: str) -> LeadEvent:
 _TEXT_FILLABLE = [f for f in FILLABLE if f not in ("company_size", "score", "value")]
 
 
+@contextmanager
+def _index_probes_only(cur) -> Iterator[None]:
+    """Plan the statements inside as index probes (nested loops): in the middle of a bulk load the
+    planner's statistics lag far behind the table, and it chose to hash the whole table for the
+    merge UPDATE instead, a cost that grew chunk by chunk until autoanalyze caught up.
+
+    The settings are put back afterwards, not left to the transaction's end: on the unpipelined path
+    the chunk's transaction is a savepoint inside the caller's, and releasing a savepoint keeps what
+    SET LOCAL set, so routing and the caller's own queries would have run without hash joins."""
+    cur.execute(
+        "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin'),"
+        " set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+    )
+    hashjoin, mergejoin, _, _ = cur.fetchone()
+    yield
+    # Not in a `finally`: after an error the transaction is aborted, and rolling it (or the savepoint)
+    # back undoes the settings anyway.
+    cur.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true)",
+                [hashjoin, mergejoin])
+
+
 def _merge_into_existing_pg(into: dict[int, list[_Row]]) -> None:
     """The same as _merge_into_existing in one UPDATE … FROM unnest(arrays): blanks filled in SQL.
     (The merged events go into the chunk's event COPY.)"""
@@ -452,11 +474,7 @@ def _merge_into_existing_pg(into: dict[int, list[_Row]]) -> None:
             columns[name].append(("" if value is None else value) if name in _TEXT_FILLABLE else value)
     text_sets = ", ".join(f"{n} = CASE WHEN l.{n} = '' THEN v.{n} ELSE l.{n} END" for n in _TEXT_FILLABLE)
     text_arrays = ", ".join("%s::text[]" for _ in _TEXT_FILLABLE)
-    with connection.cursor() as cur:
-        # One index probe per merged lead. In the middle of a bulk load the planner's statistics lag far
-        # behind the table and it chose to hash the whole table instead, a cost that grew chunk by chunk
-        # until autoanalyze caught up. (SET LOCAL: until this chunk's transaction ends; only COPYs follow.)
-        cur.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+    with connection.cursor() as cur, _index_probes_only(cur):
         cur.execute(
             f"UPDATE routing_lead AS l SET merged_count = l.merged_count + v.n, updated_at = %s, {text_sets},"
             " company_size = COALESCE(l.company_size, v.company_size), score = COALESCE(l.score, v.score),"

@@ -479,6 +479,9 @@ def test_re_locking_after_a_closed_lead_cannot_deadlock_with_another_import():
     closed = LeadFactory(email="x@x.example", status="won")
     high = LeadFactory(email="a@x.example", status="assigned")
     held, errors = threading.Event(), []
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        (writer_pid,) = cur.fetchone()
 
     def other_import() -> None:
         try:
@@ -487,9 +490,8 @@ def test_re_locking_after_a_closed_lead_cannot_deadlock_with_another_import():
                 cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [low.pk])
                 held.set()
                 deadline = time.monotonic() + 5
-                while time.monotonic() < deadline:  # until the writer waits for `low`
-                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                                " AND datname = current_database()")
+                while time.monotonic() < deadline:  # until the writer waits for `low`, which we hold
+                    cur.execute("SELECT pg_backend_pid() = ANY(pg_blocking_pids(%s))", [writer_pid])
                     if cur.fetchone()[0]:
                         break
                     time.sleep(0.01)
@@ -511,6 +513,23 @@ def test_re_locking_after_a_closed_lead_cannot_deadlock_with_another_import():
 
     assert errors == []
     assert kept == {"x@x.example": low.pk, "a@x.example": high.pk}
+
+
+@pytest.mark.postgres
+def test_a_merging_import_inside_a_transaction_leaves_the_planner_as_it_found_it(tmp_path):
+    """Inside the caller's transaction each chunk is a savepoint, and releasing one keeps SET LOCAL:
+    routing and the caller's later queries must not run with hash joins turned off."""
+    from django.db import connection
+
+    LeadFactory(email="old@x.example", status="assigned")
+
+    summary = run_import(write_csv(tmp_path, [["OLD@x.example", "O", "Old", "Co", "DE", "", ""]]), "--no-route")
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+        settings = cur.fetchone()
+    assert summary["merged"] == 1 and connection.in_atomic_block
+    assert settings == ("on", "on")
 
 
 def test_an_excel_unicode_text_export_in_utf16_is_read(tmp_path):
