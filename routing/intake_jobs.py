@@ -5,6 +5,7 @@ background work itself is routing.intake_tasks.run_import_job."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from django.conf import settings
@@ -13,12 +14,26 @@ from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from routing.csvio import IGNORE, CsvUnreadable, open_csv
+from routing.csvio import IGNORE, CsvUnreadable, open_csv, scan_encoding
 from routing.models import ImportJob
 from routing.tasks import enqueue
 
 # The columns the rejected-rows download adds after the file's own (routing/views/intake.py).
 REJECTED_COLUMNS = ("row", "reason")
+# As they come back in a retry's file: renamed row_2 / reason_2 when the file had its own of that name.
+_OWN_ROW = re.compile(r"row(_\d+)?")
+_OWN_REASON = re.compile(r"reason(_\d+)?")
+
+
+def rejected_columns_in(headers: list[str]) -> list[str]:
+    """The headers of a retry file that our rejected-rows download added: its last two, `row` then
+    `reason` (an export from before the row column ends with `reason` alone). Recognised by their
+    place, not their name alone, so that a column of the user's own called "reason" stays data."""
+    if not headers or not _OWN_REASON.fullmatch(headers[-1]):
+        return []
+    if len(headers) >= 2 and _OWN_ROW.fullmatch(headers[-2]):
+        return headers[-2:]
+    return headers[-1:]
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +76,14 @@ def import_job_create(
     job.file.save(name, upload, save=False)
     try:
         with job.file.open("rb") as stream:
-            job.mapping = open_csv(stream).mapping
+            csvfile = open_csv(stream)
+            # Once, here: the preview is drawn again on every change of a column's target.
+            stream.seek(0)
+            job.encoding = scan_encoding(stream)
+        job.mapping = csvfile.mapping
         if retry_of is not None:
-            for column in REJECTED_COLUMNS:  # our own rejected-rows export: not lead data
-                if column in job.mapping:
-                    job.mapping[column] = IGNORE
+            for column in rejected_columns_in(csvfile.headers):  # our own export's: not lead data
+                job.mapping[column] = IGNORE
         with transaction.atomic():
             job.save()
     except CsvUnreadable as exc:

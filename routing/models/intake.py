@@ -20,6 +20,9 @@ class ImportJob(models.Model):
     original_name = models.CharField(max_length=255)
     source = models.CharField(max_length=100, blank=True)
     mapping = models.JSONField(default=dict, blank=True, help_text="CSV header → lead field")
+    encoding = models.CharField(
+        max_length=20, blank=True, help_text="How the whole file's lines are read (routing.csvio.scan_encoding)."
+    )
     route = models.BooleanField(default=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     total_rows = models.PositiveIntegerField(default=0)

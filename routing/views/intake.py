@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from leadops.roles import ops_required
-from routing.csvio import IGNORE, TARGETS, CsvUnreadable, open_csv, safe_cell, scan_encoding
+from routing.csvio import IGNORE, TARGETS, CsvUnreadable, open_csv, safe_cell
 from routing.intake_jobs import (
     REJECTED_COLUMNS,
     ImportAlreadyStarted,
@@ -25,6 +25,7 @@ from routing.intake_jobs import (
     UploadTooLarge,
     import_job_create,
     import_job_start,
+    rejected_columns_in,
 )
 from routing.models import ImportJob
 
@@ -84,14 +85,14 @@ def _preview(job: ImportJob) -> dict:
                 {"n": n, "cells": None, "error": cells} if isinstance(cells, str) else {"n": n, "cells": cells}
                 for n, cells in islice(csvfile.records, PREVIEW_ROWS)
             ]
-            # The rows shown are only the start; the label must hold for the lines not shown too.
-            stream.seek(0)
-            encoding = scan_encoding(stream)
     except CsvUnreadable as exc:
         return {"preview_error": str(exc)}
     columns = [
         {"index": i, "header": h, "target": csvfile.mapping.get(h, "extra")} for i, h in enumerate(csvfile.headers)
     ]
+    # The rows shown are only the start: the label was found for the whole file at upload (a job
+    # uploaded before that was stored has only what reading the first rows found).
+    encoding = job.encoding or csvfile.encoding
     return {
         "columns": columns, "rows": rows, "targets": TARGETS,
         "encoding": ENCODING_NAMES.get(encoding, encoding),
@@ -190,9 +191,9 @@ def _rejected_lines(job: ImportJob, reasons: dict[int, list[str]]) -> Iterator[s
         width = len(csvfile.headers)
         # A retry's file carries the row and reason of the import before: replaced, not repeated,
         # so that fixing a file twice gives the same columns (not row_2, reason_2 landing in extra).
+        earlier = rejected_columns_in(csvfile.headers) if job.retry_of_id else []
         keep = [
-            i for i, h in enumerate(csvfile.headers)
-            if not (job.retry_of_id and h in REJECTED_COLUMNS and job.mapping.get(h) == IGNORE)
+            i for i, h in enumerate(csvfile.headers) if not (h in earlier and job.mapping.get(h) == IGNORE)
         ]
         writer.writerow([safe_cell(csvfile.headers[i]) for i in keep] + list(REJECTED_COLUMNS))
         yield flush()

@@ -201,6 +201,24 @@ def test_a_retry_of_a_retry_keeps_one_row_and_one_reason_column(
     assert Lead.objects.get(email="cy@x.example").extra == {"Notes": "third"}
 
 
+def test_a_column_of_the_files_own_called_reason_survives_a_retry(
+    ops_client, sync_q, django_capture_on_commit_callbacks
+):
+    """Our row and reason are told from the user's own "reason" column by their place: the last two."""
+    upload(ops_client, "Email,Name,reason\r\nbad-email,Bob,trade fair\r\n", no_route="on")
+    first = ImportJob.objects.get()
+    start(ops_client, first, django_capture_on_commit_callbacks)
+    rejected = b"".join(ops_client.get(f"/intake/{first.pk}/rejected.csv").streaming_content).decode("utf-8-sig")
+    upload(ops_client, rejected.replace("bad-email", "bob@x.example"), name="fixed.csv", retry_of=first.pk)
+    retry = ImportJob.objects.latest("pk")
+    start(ops_client, retry, django_capture_on_commit_callbacks)
+
+    assert rejected.splitlines()[0] == "Email,Name,reason,row,reason"
+    assert retry.mapping == {"Email": "email", "Name": "extra", "reason": "extra", "row": "ignore",
+                             "reason_2": "ignore"}
+    assert Lead.objects.get(email="bob@x.example").extra == {"Name": "Bob", "reason": "trade fair"}
+
+
 def test_the_history_lists_imports_with_their_counts(ops_client):
     upload(ops_client, GOOD_AND_BAD)
     ImportJob.objects.update(status="done", total_rows=4, created=2, failed=2)
