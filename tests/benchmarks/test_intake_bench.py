@@ -48,6 +48,7 @@ from django.utils import timezone
 from reps.models import Rep, Team
 from routing.models import ApiToken, Lead, LeadEvent
 from routing.services import record_event, ruleset_create_draft, ruleset_publish
+from tests.benchmarks.forked import run_forked
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.bench, pytest.mark.django_db(transaction=True)]
@@ -362,16 +363,15 @@ def _post_in_processes(post, workers: int, each: int) -> list[float]:
         try:
             client = Client()
             post(client, f"warm{w}@bench.example")  # connection and caches warm, as a running worker's
-            barrier.wait()
+            barrier.wait(timeout=60)
             results.put([post(client, f"proc{w}-{i}@bench.example") for i in range(each)])
+        except BaseException as exc:
+            barrier.abort()  # the others stop waiting for this one
+            results.put(f"worker {w}: {exc!r}")
         finally:
             connection.close()
 
-    procs = [ctx.Process(target=work, args=(w,)) for w in range(workers)]
-    for proc in procs:
-        proc.start()
-    latencies = [ms for _ in procs for ms in results.get(timeout=600)]  # before join: a full pipe blocks
-    for proc in procs:
-        proc.join(60)
-    assert [proc.exitcode for proc in procs] == [0] * workers
-    return latencies
+    outcomes = run_forked([ctx.Process(target=work, args=(w,), daemon=True) for w in range(workers)], results)
+    failures = [o for o in outcomes if isinstance(o, str)]
+    assert not failures, failures
+    return [ms for latencies in outcomes for ms in latencies]

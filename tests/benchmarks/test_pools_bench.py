@@ -52,6 +52,7 @@ from leadops import roles
 from reps.models import Rep
 from routing.models import Lead, LeadEvent, Pool, PoolMembership
 from routing.pools import _CLAIM_EXECUTE, ClaimRefused, NotAMember, _claim_prepare_sql, lead_claim
+from tests.benchmarks.forked import run_forked
 
 pytestmark = pytest.mark.bench
 
@@ -252,15 +253,10 @@ def run_processes(setup: Contention, target) -> Run:
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(CLAIMERS), ctx.Queue()
     procs = [
-        ctx.Process(target=target, args=(rep, plan, setup.warm_lead_id, barrier, results))
+        ctx.Process(target=target, args=(rep, plan, setup.warm_lead_id, barrier, results), daemon=True)
         for rep, plan in zip(setup.reps, setup.plans, strict=True)
     ]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=600) for _ in procs]  # before join: a full pipe would block the child
-    for proc in procs:
-        proc.join(60)
-    assert [proc.exitcode for proc in procs] == [0] * CLAIMERS
+    outcomes = run_forked(procs, results)
     return Run(
         won=sum(o[0] for o in outcomes),
         latencies=[t for o in outcomes for t in o[1]],
@@ -347,13 +343,11 @@ def test_claim_burst():
     connections.close_all()  # forked children open their own connections
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(CLAIMERS), ctx.Queue()
-    procs = [ctx.Process(target=_burst_process, args=(rep, lead_ids, warm_lead_id, barrier, results)) for rep in reps]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join(60)
-    assert [proc.exitcode for proc in procs] == [0] * CLAIMERS
+    procs = [
+        ctx.Process(target=_burst_process, args=(rep, lead_ids, warm_lead_id, barrier, results), daemon=True)
+        for rep in reps
+    ]
+    outcomes = run_forked(procs, results)
 
     latencies = [t for _, lat in outcomes for t in lat]
     p50, p99_ms = statistics.median(latencies) * 1000, p99(latencies) * 1000
