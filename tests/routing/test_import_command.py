@@ -352,7 +352,7 @@ def test_duplicates_across_chunks_merge_when_the_database_writes_in_parallel(tmp
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_duplicate_in_a_chunk_not_yet_committed_when_looked_up_still_merges(tmp_path, monkeypatch):
-    """The parsing thread looks each chunk up while the writer may still be writing the chunks before it;
+    """The main thread looks each chunk up while the writer may still be writing the chunks before it;
     a slow writer makes sure it is, and the duplicates sit in neighbouring chunks."""
     import time
 
@@ -385,7 +385,7 @@ def test_a_duplicate_in_a_chunk_not_yet_committed_when_looked_up_still_merges(tm
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_lead_closed_between_the_lookup_and_the_write_takes_no_merge(tmp_path, monkeypatch):
-    """The parsing thread found the open lead; a rep marked it won before the writer got there: the row
+    """The lookup found the open lead; a rep marked it won before the writer got there: the row
     becomes a new lead, as it would have if the lead had been won before the import started."""
     from routing import intake
     from routing.csvio import open_path
@@ -395,7 +395,7 @@ def test_a_lead_closed_between_the_lookup_and_the_write_takes_no_merge(tmp_path,
 
     def closing_after_lookup(emails):
         found = lookup(emails)
-        if won.pk in found.values():  # the parser's connection autocommits: won from here on
+        if won.pk in found.values():  # the lookup's connection autocommits: won from here on
             Lead.objects.filter(pk=won.pk).update(status="won")
         return found
 
@@ -540,3 +540,56 @@ def test_an_excel_unicode_text_export_in_utf16_is_read(tmp_path):
 
     lead = Lead.objects.get()
     assert summary["created"] == 1 and (lead.first_name, lead.country) == ("Łukasz", "PL")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_rows_parsed_in_the_worker_merge_with_every_value_intact(tmp_path):
+    """On PostgreSQL the rows are parsed in a forked worker and travel as COPY text; a merge reads
+    a row's values back from it. Blanks filled from in-file and stored duplicates keep tabs,
+    backslashes, line breaks and extra columns exactly."""
+    from routing.csvio import open_path
+    from routing.intake import Importer
+
+    stored = LeadFactory(email="old@x.example", status="assigned", title="", company="Old Co")
+    header = ["email", "first_name", "title", "company", "country", "notes"]
+    rows = [[f"n{i}@x.example", "N", "", "Co", "DE", ""] for i in range(70)]
+    rows[3] = ["new@x.example", "", "", "Tab\tand\\slash Co", "DE", ""]
+    rows[5] = ["New@x.example", "", "VP\\Ops", "X", "", "a\tnote"]  # same chunk: folded in
+    rows[60] = ["NEW@x.example", "Line\nbreak", "CTO", "Other", "FR", "met at fair"]  # next chunk
+    rows[61] = ["old@x.example", "", "Head of\tsales \\o/", "", "", "übrig"]
+    csvfile, stream = open_path(write_csv(tmp_path, rows, header))
+
+    with stream:
+        result = Importer(source="t", route=False, chunk_rows=50).run(csvfile)
+
+    assert (result.created, result.merged, result.failed) == (67, 3, 0)
+    new = Lead.objects.get(email="new@x.example")
+    assert (new.first_name, new.title, new.company, new.country) == ("Line\nbreak", "VP\\Ops", "Tab\tand\\slash Co",
+                                                                     "DE")
+    assert new.extra == {"notes": "a\tnote"} and new.merged_count == 2
+    stored.refresh_from_db()
+    assert (stored.title, stored.company, stored.merged_count) == ("Head of\tsales \\o/", "Old Co", 1)
+    assert stored.extra.get("notes") == "übrig"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_while_parsing_in_the_worker_stops_the_import_with_its_message(tmp_path, monkeypatch):
+    from routing.intake import Importer
+
+    parse = Importer._parse
+
+    def breaking(self, csvfile, plan, row, cells):
+        if row == 80:
+            raise RuntimeError("the parser broke on row 80")
+        return parse(self, csvfile, plan, row, cells)
+
+    monkeypatch.setattr(Importer, "_parse", breaking)
+    rows = [[f"b{i}@x.example", "B", str(i), "Co", "DE", "", ""] for i in range(200)]
+
+    with pytest.raises(RuntimeError, match="the parser broke on row 80"):
+        call_command("import_leads", str(write_csv(tmp_path, rows)), "--no-route", stdout=io.StringIO())
+
+    # The chunk before the failure was written whole; nothing of the failing chunk or after it was.
+    assert Lead.objects.count() in (0, 50) and Lead.objects.count() == LeadEvent.objects.count()

@@ -1,0 +1,98 @@
+"""iterate_in_fork: a generator run in a forked worker, its items read here in order; failures come
+back as exceptions, and the worker never outlives the block nor writes out what was ours to write."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from leadops.forking import ChildFailed, iterate_in_fork
+
+
+def my_children() -> set[int]:
+    """The pids of this process's children, zombies included (Linux)."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        pids |= {int(pid) for pid in (task / "children").read_text().split()}
+    return pids
+
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc to find children")
+
+
+def test_the_items_arrive_in_order_and_the_worker_is_reaped():
+    before = my_children()
+
+    with iterate_in_fork(lambda: ((i, os.getpid()) for i in range(2000))) as items:
+        got = list(items)
+
+    assert [i for i, _ in got] == list(range(2000))
+    assert {pid for _, pid in got} != {os.getpid()}  # made in another process
+    assert my_children() == before
+
+
+def test_an_exception_in_the_worker_is_raised_here_with_where_it_came_from():
+    def produce():
+        yield 1
+        raise ValueError("row 7 is broken")
+
+    with pytest.raises(ValueError, match="row 7 is broken") as caught, iterate_in_fork(produce) as items:
+        assert next(items) == 1
+        next(items)
+
+    assert any("forked worker process" in note for note in caught.value.__notes__)
+
+
+def test_an_exception_that_cannot_be_pickled_still_says_what_it_was():
+    class Local(Exception):  # a local class cannot be pickled
+        pass
+
+    def produce():
+        raise Local("no way back")
+        yield
+
+    with pytest.raises(ChildFailed, match="Local: no way back"), iterate_in_fork(produce) as items:
+        list(items)
+
+
+def test_a_worker_that_dies_is_a_clear_error_not_a_hang():
+    def produce():
+        yield "first"
+        os._exit(3)  # killed, out of memory, ...
+
+    with pytest.raises(ChildFailed, match="ended before it finished"), iterate_in_fork(produce) as items:
+        assert next(items) == "first"
+        next(items)
+
+
+def test_leaving_early_stops_a_worker_that_would_never_end():
+    before = my_children()
+
+    def forever():
+        n = 0
+        while True:
+            yield n
+            n += 1
+
+    start = time.monotonic()
+    with iterate_in_fork(forever) as items:
+        assert [next(items) for _ in range(3)] == [0, 1, 2]
+
+    assert time.monotonic() - start < 5
+    assert my_children() == before
+
+
+def test_the_worker_does_not_write_out_what_we_had_not_written_yet(tmp_path):
+    """The worker is a copy of this process, buffers included: it must leave without flushing them
+    (os._exit), or whatever we had buffered is written twice."""
+    path = tmp_path / "log.txt"
+    with path.open("w") as log:
+        log.write("written once")  # still in this process's buffer
+
+        with iterate_in_fork(lambda: iter(range(3))) as items:
+            assert list(items) == [0, 1, 2]
+
+    assert path.read_text() == "written once"
