@@ -39,6 +39,7 @@ from routing.models import ImportJob, Lead, LeadEvent
 from routing.pgcopy import COPY_ESCAPES, copy_value
 
 CHUNK_ROWS = 5000
+_ISO_CACHE = 10_000  # distinct received_at texts kept while parsing
 # Fields a duplicate may fill in on the lead it merges into (never owner/status: the lead keeps them).
 FILLABLE = [f for f in FIELDS if f not in ("email", "received_at", "source", "priority")]
 
@@ -137,6 +138,7 @@ class Importer:
         self._copy_text = False
         self._committed = 0  # chunks the writer has committed; only the writer sets it
         self._recent: dict[int, dict[str, int]] = {}  # chunk index -> {email: new lead id}, writer only
+        self._iso: dict[dt.datetime, str] = {}  # received_at -> its ISO text, for the COPY and the event
 
     # -- parse and validate -------------------------------------------------------------
     def _plan(self, csvfile: CsvFile) -> list[tuple[int, str, str]]:
@@ -172,7 +174,14 @@ class Importer:
                 return None
         if not data["source"]:
             data["source"] = self.source
-        return _Row(row, data, copy_body=_copy_body(data) if self._copy_text else None)
+        if not self._copy_text:
+            return _Row(row, data)
+        received = data["received_at"]  # a file repeats its times: each is formatted once
+        if (at := self._iso.get(received)) is None:
+            if len(self._iso) >= _ISO_CACHE:
+                self._iso.clear()
+            at = self._iso[received] = received.isoformat()
+        return _Row(row, data, copy_body=_copy_body(data, at), received_iso=at)
 
     def _clean_slow(
         self, csvfile: CsvFile, plan: list[tuple[int, str, str]], row: int, cells: list[str]
@@ -231,13 +240,8 @@ class Importer:
         """In the forked worker: each parsed chunk as plain tuples (a tenth of the cost of pickling the
         rows themselves), with the rows that failed in it. Nothing is kept here once sent."""
         for n, valid in parsed:
-            iso: dict[dt.datetime, str] = {}  # one text per distinct time: pickled once per chunk
-            rows = []
-            for r in valid:
-                received = r.data["received_at"]
-                if (at := iso.get(received)) is None:
-                    at = iso[received] = received.isoformat()
-                rows.append((r.row, r.email, r.copy_body, at))
+            # Equal times share one text (see _parse), which pickle then sends once per chunk.
+            rows = [(r.row, r.email, r.copy_body, r.received_iso) for r in valid]
             yield n, rows, self.result.errors, self.result.failed
             self.result.errors, self.result.failed = [], 0
 
@@ -586,7 +590,7 @@ _BODY_TABS = len(_TEXT_FIELDS) + 4
 _seq_names: dict[str, str] = {}
 
 
-def _copy_body(d: dict[str, Any]) -> str:
+def _copy_body(d: dict[str, Any], received_iso: str | None = None) -> str:
     """A lead's COPY text from email to extra (the columns between id and merged_count).
 
     Formatted by hand rather than by psycopg's per-value adapters: a clean row is one join, and only a
@@ -597,7 +601,8 @@ def _copy_body(d: dict[str, Any]) -> str:
         d["email"], d["first_name"], d["last_name"], d["phone"], d["company"], d["title"], d["country"],
         d["region"], d["postcode"], d["industry"], d["product"], d["source"], d["priority"],
         "\\N" if size is None else str(size), "\\N" if score is None else str(score),
-        "\\N" if value is None else str(value), d["received_at"].isoformat(), json.dumps(extra) if extra else "{}",
+        "\\N" if value is None else str(value), received_iso or d["received_at"].isoformat(),
+        json.dumps(extra) if extra else "{}",
     ))
     # Clean unless a value holds a tab (too many tabs), a backslash (more than the \N NULLs), a line
     # break or a NUL; then every value is escaped one by one.
