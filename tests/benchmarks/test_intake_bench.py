@@ -8,6 +8,8 @@
     copied again by PostgreSQL alone into tables with the same indexes, checks and foreign keys — no
     parsing, no Python: the fastest any import of this file into this schema could write here,
   * import_100k_vs_django: a plain Django loop (csv.DictReader + full_clean + bulk_create of 1,000),
+  * import_100k_vs_one_process: the same import with the file parsed in a thread of this process
+    instead of a forked worker (what the worker gains),
   * import_100k_peak_rss: peak RSS after the full file (this process's plus its forked parsing
     worker's), against the peak after a tenth of it (a ratio near 1 means memory stays flat as
     files grow).
@@ -191,7 +193,7 @@ def peak_rss_mb() -> float:
             + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
-def test_import_100k(tmp_path):
+def test_import_100k(tmp_path, monkeypatch):
     n = scale()
     small, full = tmp_path / "small.csv", tmp_path / "full.csv"
     generate(small, max(n // 10, 1000), seed=3)
@@ -207,6 +209,14 @@ def test_import_100k(tmp_path):
     ours = n / seconds
     floor_rate = n / schema_floor() if connection.vendor == "postgresql" else None
     clear_leads()
+    one_process_rate = None
+    if connection.vendor == "postgresql":
+        from routing import intake
+
+        with monkeypatch.context() as patch:
+            patch.setattr(intake, "can_fork", lambda: False)
+            one_process_rate = n / run_import(full)[0]
+        clear_leads()
 
     django_rate = n / django_loop(full)
     emit("import_100k", ours, "rows/s", django_rate, ours / django_rate)
@@ -215,6 +225,7 @@ def test_import_100k(tmp_path):
         copy_rate = n / raw_copy(full)
         emit("import_100k_vs_copy", ours, "rows/s", copy_rate, ours / copy_rate)
         emit("import_100k_vs_schema_floor", ours, "rows/s", floor_rate, ours / floor_rate)
+        emit("import_100k_vs_one_process", ours, "rows/s", one_process_rate, ours / one_process_rate)
     emit("import_100k_peak_rss", rss_full, "MB", rss_small, rss_full / rss_small)
 
 
