@@ -13,19 +13,32 @@ no atexit handler runs and no output the parent had buffered is written twice.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO
 
 _ITEM, _DONE, _FAILED = 0, 1, 2
+# Threads a fork may leave behind: multiprocessing's queue feeder (a django-q2 worker has one from
+# its first task on) only ever holds its own queue's lock, which the child never touches.
+_HARMLESS_THREADS = {"QueueFeederThread"}
 
 
 def can_fork() -> bool:
-    return hasattr(os, "fork")
+    """Whether forking now is safe. The child gets every lock in the state it was in, but only the
+    thread that forked: a lock another thread held at that moment (phonenumbers' metadata lock while
+    it loads a region, a logging handler's) is never released there, and the child waits forever.
+    So: only when no other thread runs (the import command, a django-q2 worker), never beside a
+    threaded web server's requests or a test's live server."""
+    if not hasattr(os, "fork"):
+        return False
+    me = threading.current_thread()
+    return all(t is me or t.name in _HARMLESS_THREADS for t in threading.enumerate())
 
 
 class ChildFailed(RuntimeError):
@@ -36,21 +49,53 @@ class ChildFailed(RuntimeError):
 def iterate_in_fork(produce: Callable[[], Iterable[Any]]) -> Iterator[Iterator[Any]]:
     """Fork on entry, run `produce()` in the child, and give an iterator over its items here, in order.
 
-    An exception in the child is raised here when its turn comes. Leaving the block, however and
-    whenever (the items consumed or not), kills the child if it still runs and reaps it.
+    Call it only when can_fork() says so. An exception in the child is raised here when its turn
+    comes. Leaving the block, however and whenever (the items consumed or not), kills the child if
+    it still runs and reaps it. If the system cannot fork (out of memory or processes), `produce()`
+    runs here instead.
     """
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    gc.freeze()  # the child's collections then leave the parent's objects, and their pages, alone
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
     if pid == 0:  # pragma: no cover - the child's coverage is not collected; its effects are tested
         _run_child(produce, read_fd, write_fd)
+    gc.unfreeze()
+    if pid < 0:
+        os.close(read_fd)
+        os.close(write_fd)
+        yield iter(produce())
+        return
     os.close(write_fd)
+    child = _Child(pid)
     try:
         with open(read_fd, "rb") as inp:
-            yield _receive(inp)
+            yield _receive(inp, child)
     finally:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        child.stop()
+
+
+class _Child:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.status: int | None = None  # as waitpid gives it, once reaped
+
+    def ended(self) -> str:
+        """Wait for the child to end (it closed its end of the pipe) and say how it did."""
+        if self.status is None:
+            _, self.status = os.waitpid(self.pid, 0)
+        if os.WIFSIGNALED(self.status):
+            sig = os.WTERMSIG(self.status)
+            return f"killed by signal {sig}" + (" — out of memory?" if sig == signal.SIGKILL else "")
+        return f"exit status {os.WEXITSTATUS(self.status)}"
+
+    def stop(self) -> None:
+        if self.status is None:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            _, self.status = os.waitpid(self.pid, 0)
 
 
 def _run_child(produce: Callable[[], Iterable[Any]], read_fd: int, write_fd: int) -> None:  # pragma: no cover
@@ -79,13 +124,14 @@ def _run_child(produce: Callable[[], Iterable[Any]], read_fd: int, write_fd: int
         os._exit(status)
 
 
-def _receive(inp: BinaryIO) -> Iterator[Any]:
+def _receive(inp: BinaryIO, child: _Child) -> Iterator[Any]:
     while True:
         try:
             kind, payload = pickle.load(inp)  # noqa: S301 - our own child, through our own pipe
         except EOFError:
-            raise ChildFailed("the worker process ended before it finished") from None
-        except Exception as exc:  # e.g. an exception class whose constructor wants other arguments
+            raise ChildFailed(f"the worker process ended before it finished ({child.ended()})") from None
+        except (pickle.UnpicklingError, AttributeError, ImportError, TypeError) as exc:
+            # e.g. an exception class whose constructor wants other arguments than it pickled with
             raise ChildFailed(f"unreadable message from the worker process: {exc!r}") from exc
         if kind == _DONE:
             return

@@ -9,7 +9,7 @@ their events with COPY straight into the tables; SQLite uses bulk inserts. Each 
 its own, so a crash loses no reported row and progress is real.
 
 On PostgreSQL three things run at once: a forked worker process parses and cleans the file, this
-process looks each chunk's duplicates up, and a writer thread writes the chunk before (see
+process looks each chunk's duplicates up, and a writer thread writes the previous chunk (see
 Importer.run and _run_pipelined).
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import queue
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ from routing import services
 from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
 from routing.intake_normalise import LeadCleaner, row_cleaner
 from routing.models import ImportJob, Lead, LeadEvent
-from routing.pgcopy import COPY_ESCAPES, copy_value
+from routing.pgcopy import COPY_ESCAPES, copy_unescape, copy_value
 
 CHUNK_ROWS = 5000
 _ISO_CACHE = 10_000  # distinct received_at texts kept while parsing
@@ -75,7 +74,9 @@ class _Row:
                  copy_body: str | None = None, received_iso: str | None = None) -> None:
         self.row = row
         self._data = data
-        self.email: str = data["email"] if email is None and data is not None else (email or "")
+        if email is None:
+            email = data["email"] if data is not None else ""
+        self.email = email
         self.copy_body = copy_body  # the PostgreSQL COPY text of its values, made while parsing
         self.received_iso = received_iso
         self.merges: list[_Row] = []
@@ -246,6 +247,7 @@ class Importer:
             self.result.errors, self.result.failed = [], 0
 
     def _from_worker(self, chunks: Iterator[tuple[int, list[tuple], list, int]]) -> Iterator[tuple[int, list[_Row]]]:
+        """Here: the worker's chunks as rows again, their failures added to this run's result."""
         for n, rows, errors, failed in chunks:
             self.result.errors += errors
             self.result.failed += failed
@@ -614,23 +616,16 @@ def _copy_body(d: dict[str, Any], received_iso: str | None = None) -> str:
     return body
 
 
-_COPY_UNESCAPE = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-_COPY_ESCAPED = re.compile(r"\\(.)")
-
-
-def _copy_text(value: str) -> str:
-    return _COPY_ESCAPED.sub(lambda m: _COPY_UNESCAPE[m[1]], value) if "\\" in value else value
-
-
 def _decode_body(body: str) -> dict[str, Any]:
-    """The cleaned values back from `_copy_body`'s text (its exact inverse)."""
+    """The cleaned values back from `_copy_body`'s text: its exact inverse for what the cleaner makes
+    (text without NUL, which COPY text cannot hold and `_copy_body` drops)."""
     *texts, size, score, value, received, extra = body.split("\t")
-    data: dict[str, Any] = {name: _copy_text(v) for name, v in zip(_TEXT_FIELDS, texts, strict=True)}
+    data: dict[str, Any] = {name: copy_unescape(v) for name, v in zip(_TEXT_FIELDS, texts, strict=True)}
     data["company_size"] = None if size == "\\N" else int(size)
     data["score"] = None if score == "\\N" else int(score)
     data["value"] = None if value == "\\N" else Decimal(value)
     data["received_at"] = dt.datetime.fromisoformat(received)
-    data["extra"] = json.loads(_copy_text(extra))
+    data["extra"] = json.loads(copy_unescape(extra))
     return data
 
 

@@ -4,6 +4,7 @@ than PostgreSQL took to store the rows (CSV intake, batch routing's events)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 # A tab between columns, \N for NULL, a newline after each row; these are escaped inside values
@@ -20,3 +21,12 @@ def copy_value(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     return str(value)
+
+
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+_ESCAPED = re.compile(r"\\(.)")
+
+
+def copy_unescape(text: str) -> str:
+    """A text value back from its COPY form (the inverse of COPY_ESCAPES; \\N is the caller's to read)."""
+    return _ESCAPED.sub(lambda m: _UNESCAPES[m[1]], text) if "\\" in text else text

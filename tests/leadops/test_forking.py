@@ -4,12 +4,15 @@ back as exceptions, and the worker never outlives the block nor writes out what 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from leadops.forking import ChildFailed, iterate_in_fork
+from leadops import forking
+from leadops.forking import ChildFailed, can_fork, iterate_in_fork
 
 
 def my_children() -> set[int]:
@@ -20,7 +23,9 @@ def my_children() -> set[int]:
     return pids
 
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc to find children")
+pytestmark = pytest.mark.skipif(
+    not Path(f"/proc/self/task/{threading.get_native_id()}/children").exists(), reason="reads /proc to find children"
+)
 
 
 def test_the_items_arrive_in_order_and_the_worker_is_reaped():
@@ -66,6 +71,76 @@ def test_a_worker_that_dies_is_a_clear_error_not_a_hang():
     with pytest.raises(ChildFailed, match="ended before it finished"), iterate_in_fork(produce) as items:
         assert next(items) == "first"
         next(items)
+
+
+def test_a_worker_killed_says_so():
+    def produce():
+        yield "first"
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+
+    with pytest.raises(ChildFailed, match="killed by signal 9"), iterate_in_fork(produce) as items:
+        assert next(items) == "first"
+        next(items)
+
+
+def test_leaving_early_kills_a_worker_that_is_busy_and_not_writing():
+    """A worker stuck in its own work never notices that nobody reads any more: it must be killed."""
+    before = my_children()
+
+    def produce():
+        yield 0
+        time.sleep(60)
+        yield 1
+
+    start = time.monotonic()
+    with iterate_in_fork(produce) as items:
+        assert next(items) == 0
+
+    assert time.monotonic() - start < 5
+    assert my_children() == before
+
+
+def test_it_is_not_safe_to_fork_while_another_thread_runs():
+    """The child would inherit any lock that thread holds, with nobody left to release it."""
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert not can_fork()
+    finally:
+        release.set()
+        other.join()
+
+
+def test_only_a_queue_feeder_thread_may_run_beside_a_fork(monkeypatch):
+    """A django-q2 worker has multiprocessing's queue feeder from its first task on: that one is fine.
+    (Judged on a given list of threads: the session may run threads of its own, e.g. a live server.)"""
+    me = threading.current_thread()
+
+    class Named:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    monkeypatch.setattr(forking.threading, "enumerate", lambda: [me])
+    assert can_fork()
+    monkeypatch.setattr(forking.threading, "enumerate", lambda: [me, Named("QueueFeederThread")])
+    assert can_fork()
+    monkeypatch.setattr(forking.threading, "enumerate", lambda: [me, Named("Thread-7 (serve_forever)")])
+    assert not can_fork()
+
+
+def test_when_the_system_cannot_fork_the_items_are_made_here(monkeypatch):
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(forking.os, "fork", no_fork)
+    fds = len(os.listdir("/proc/self/fd"))
+
+    with iterate_in_fork(lambda: ((i, os.getpid()) for i in range(3))) as items:
+        got = list(items)
+
+    assert got == [(0, os.getpid()), (1, os.getpid()), (2, os.getpid())]
+    assert len(os.listdir("/proc/self/fd")) == fds  # the pipe is closed again
 
 
 def test_leaving_early_stops_a_worker_that_would_never_end():

@@ -544,7 +544,7 @@ def test_an_excel_unicode_text_export_in_utf16_is_read(tmp_path):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_rows_parsed_in_the_worker_merge_with_every_value_intact(tmp_path):
+def test_rows_parsed_in_the_worker_merge_with_every_value_intact(tmp_path, forks):
     """On PostgreSQL the rows are parsed in a forked worker and travel as COPY text; a merge reads
     a row's values back from it. Blanks filled from in-file and stored duplicates keep tabs,
     backslashes, line breaks and extra columns exactly."""
@@ -563,6 +563,7 @@ def test_rows_parsed_in_the_worker_merge_with_every_value_intact(tmp_path):
     with stream:
         result = Importer(source="t", route=False, chunk_rows=50).run(csvfile)
 
+    assert forks == [1]
     assert (result.created, result.merged, result.failed) == (67, 3, 0)
     new = Lead.objects.get(email="new@x.example")
     assert (new.first_name, new.title, new.company, new.country) == ("Line\nbreak", "VP\\Ops", "Tab\tand\\slash Co",
@@ -573,9 +574,105 @@ def test_rows_parsed_in_the_worker_merge_with_every_value_intact(tmp_path):
     assert stored.extra.get("notes") == "übrig"
 
 
+@pytest.fixture
+def forks(monkeypatch) -> list[int]:
+    """Counts the import's forks of a parsing worker ([] when it parsed in-process). Threads already
+    running when the test starts (the session's live server, idle between browser tests) do not
+    keep it from forking here; threads the test starts do, as any other thread does in can_fork."""
+    import os
+    import threading
+
+    from routing import intake
+
+    already = set(threading.enumerate())
+    counted: list[int] = []
+    fork = intake.iterate_in_fork
+
+    def counting(produce):
+        counted.append(1)
+        return fork(produce)
+
+    def can_fork_but_for_threads_already_there() -> bool:
+        return hasattr(os, "fork") and all(t in already for t in threading.enumerate())
+
+    monkeypatch.setattr(intake, "iterate_in_fork", counting)
+    monkeypatch.setattr(intake, "can_fork", can_fork_but_for_threads_already_there)
+    return counted
+
+
+def failing_rows(n: int) -> list[list[str]]:
+    """n rows, a few of them bad in each stretch of 50 (bad email, score, country, too few cells)."""
+    rows = [[f"r{i}@x.example", "R", str(i), "Co", "DE", "10", "normal"] for i in range(n)]
+    for i in range(7, n, 50):
+        rows[i][0] = f"broken{i}"
+    for i in range(21, n, 50):
+        rows[i][5] = "high"
+    for i in range(33, n, 100):
+        rows[i][4] = "Atlantis"
+    for i in range(44, n, 100):
+        rows[i] = rows[i][:3]
+    return rows
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_failure_while_parsing_in_the_worker_stops_the_import_with_its_message(tmp_path, monkeypatch):
+def test_the_worker_reports_each_failed_row_once_in_order_as_parsing_here_does(tmp_path, monkeypatch, forks):
+    """Failures found in the worker travel with their chunk: none lost, none repeated, same order."""
+    from routing import intake
+    from routing.csvio import open_path
+
+    path = write_csv(tmp_path, failing_rows(260))
+
+    def run():
+        csvfile, stream = open_path(path)
+        with stream:
+            return intake.Importer(source="t", route=False, chunk_rows=50).run(csvfile)
+
+    forked = run()
+    LeadEvent.objects.all().delete()
+    Lead.objects.all().delete()
+    with monkeypatch.context() as patch:
+        patch.setattr(intake, "can_fork", lambda: False)
+        here = run()
+
+    assert forks == [1]
+    rows = [e["row"] for e in forked.errors]
+    assert rows == sorted(set(rows)) and len(rows) == forked.failed == 6 + 5 + 3 + 3
+    assert forked.errors == here.errors
+    assert (forked.rows, forked.created, forked.merged, forked.failed) == (here.rows, here.created, here.merged,
+                                                                           here.failed)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_import_beside_another_thread_parses_in_process(tmp_path, forks):
+    """A threaded web server's request (or a second import) must not fork: the worker could inherit a
+    lock another thread holds and wait for it forever."""
+    import threading
+
+    from routing.csvio import open_path
+    from routing.intake import Importer
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        csvfile, stream = open_path(write_csv(tmp_path, failing_rows(120)))
+        with stream:
+            result = Importer(source="t", route=False, chunk_rows=50).run(csvfile)
+    finally:
+        release.set()
+        other.join()
+
+    assert forks == []
+    assert (result.rows, result.created + result.failed) == (120, 120)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_while_parsing_in_the_worker_stops_the_import_with_its_message(tmp_path, monkeypatch, forks):
+    """The worker's exception is the import's, raised here; the chunks written before it stay whole."""
+    from routing.csvio import open_path
     from routing.intake import Importer
 
     parse = Importer._parse
@@ -586,10 +683,12 @@ def test_a_failure_while_parsing_in_the_worker_stops_the_import_with_its_message
         return parse(self, csvfile, plan, row, cells)
 
     monkeypatch.setattr(Importer, "_parse", breaking)
-    rows = [[f"b{i}@x.example", "B", str(i), "Co", "DE", "", ""] for i in range(200)]
+    csvfile, stream = open_path(write_csv(tmp_path, [[f"b{i}@x.example", "B", str(i), "Co", "DE", "", ""]
+                                                     for i in range(200)]))
 
-    with pytest.raises(RuntimeError, match="the parser broke on row 80"):
-        call_command("import_leads", str(write_csv(tmp_path, rows)), "--no-route", stdout=io.StringIO())
+    with stream, pytest.raises(RuntimeError, match="the parser broke on row 80"):
+        Importer(source="t", route=False, chunk_rows=50).run(csvfile)
 
-    # The chunk before the failure was written whole; nothing of the failing chunk or after it was.
-    assert Lead.objects.count() in (0, 50) and Lead.objects.count() == LeadEvent.objects.count()
+    assert forks == [1]
+    # Rows 2-51 were the first chunk, written before the worker reached row 80; nothing after it was.
+    assert Lead.objects.count() == LeadEvent.objects.count() == 50

@@ -142,14 +142,21 @@ _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
     score=st.none() | st.integers(0, 100),
     value=st.none() | st.decimals(min_value=-10**6, max_value=10**12, places=2, allow_nan=False),
     extra=st.dictionaries(_TEXT, _TEXT, max_size=3),
-    minutes=st.integers(-10**6, 10**6),
+    microseconds=st.integers(-10**12, 10**12),
+    offset=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)),
+                            dt.timezone(-dt.timedelta(hours=8))]),
+    formatted=st.booleans(),
 )
-def test_a_rows_copy_text_reads_back_as_the_same_values(texts, size, score, value, extra, minutes):
+def test_a_rows_copy_text_reads_back_as_the_same_values(texts, size, score, value, extra, microseconds, offset,
+                                                        formatted):
     """Rows parsed in the forked worker travel as their COPY text; the few a merge needs are read back
     from it, and must come back exactly as they were cleaned (tabs, backslashes, line breaks, JSON)."""
     from routing.intake import _copy_body, _decode_body
 
-    data = {**texts, "company_size": size, "score": score, "value": value, "extra": extra,
-            "received_at": NOW + dt.timedelta(minutes=minutes)}
+    received = (NOW + dt.timedelta(microseconds=microseconds)).astimezone(offset)
+    data = {**texts, "company_size": size, "score": score, "value": value, "extra": extra, "received_at": received}
 
-    assert _decode_body(_copy_body(data)) == data
+    back = _decode_body(_copy_body(data, received.isoformat() if formatted else None))
+
+    assert back == data
+    assert back["received_at"].isoformat() == received.isoformat()  # the same instant, written the same way
