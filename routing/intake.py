@@ -8,7 +8,8 @@ Writes are set-based: one query finds every duplicate of a chunk; PostgreSQL loa
 their events with COPY straight into the tables; SQLite uses bulk inserts. Each chunk commits on
 its own, so a crash loses no reported row and progress is real.
 
-On PostgreSQL three things run at once: a forked worker process parses and cleans the file, this
+On PostgreSQL three things run at once: a forked worker process parses and cleans the file (where
+forking is safe, see leadops.forking.can_fork; otherwise a thread of this process does), this
 process looks each chunk's duplicates up, and a writer thread writes the previous chunk (see
 Importer.run and _run_pipelined).
 """
@@ -232,7 +233,7 @@ class Importer:
             # Parsing is the larger half of the import's Python: in a forked worker it runs on a core
             # of its own instead of taking turns with the writer at this interpreter's lock.
             with iterate_in_fork(lambda: self._for_parent(parsed)) as chunks:
-                self._run_pipelined(self._from_worker(chunks))
+                self._run_pipelined(parsed if chunks is None else self._from_worker(chunks))
         else:
             self._run_pipelined(parsed)
         return self.result

@@ -3,6 +3,7 @@ back as exceptions, and the worker never outlives the block nor writes out what 
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -129,18 +130,61 @@ def test_only_a_queue_feeder_thread_may_run_beside_a_fork(monkeypatch):
     assert not can_fork()
 
 
-def test_when_the_system_cannot_fork_the_items_are_made_here(monkeypatch):
+def test_when_the_system_cannot_fork_the_caller_is_told_and_nothing_is_left_open(monkeypatch):
     def no_fork():
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(forking.os, "fork", no_fork)
-    fds = len(os.listdir("/proc/self/fd"))
+    fds, frozen = len(os.listdir("/proc/self/fd")), gc.get_freeze_count()
+    produced: list[int] = []
 
-    with iterate_in_fork(lambda: ((i, os.getpid()) for i in range(3))) as items:
-        got = list(items)
+    with iterate_in_fork(lambda: produced.append(1) or iter(())) as items:
+        assert items is None
 
-    assert got == [(0, os.getpid()), (1, os.getpid()), (2, os.getpid())]
+    assert produced == []  # the caller does the work itself, its own way
     assert len(os.listdir("/proc/self/fd")) == fds  # the pipe is closed again
+    assert gc.get_freeze_count() == frozen
+
+
+def test_the_parents_objects_are_collectable_again_after_the_fork():
+    """gc.freeze() spares the child's pages; the parent must not keep its objects frozen."""
+    frozen = gc.get_freeze_count()
+
+    with iterate_in_fork(lambda: iter(range(3))) as items:
+        assert gc.get_freeze_count() == frozen
+        assert list(items) == [0, 1, 2]
+
+
+class TwoArgs(Exception):
+    """Pickles, but cannot be rebuilt from what it pickled (its args are one message)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a} and {b}")
+
+
+def test_a_message_that_cannot_be_read_here_is_a_clear_error():
+    def produce():
+        raise TwoArgs("this", "that")
+        yield
+
+    with pytest.raises(ChildFailed, match="unreadable message"), iterate_in_fork(produce) as items:
+        list(items)
+
+
+def test_a_worker_killed_in_the_middle_of_an_item_says_it_was_killed():
+    """A chunk is far larger than the pipe's buffer, so a worker killed by the out-of-memory killer is
+    most likely blocked half-way through writing one: the parent reads a truncated item."""
+
+    def produce():
+        yield os.getpid()
+        yield "x" * 4_000_000  # blocks: nobody reads yet
+
+    with iterate_in_fork(produce) as items:
+        pid = next(items)
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ChildFailed, match="killed by signal 9"):
+            next(items)
 
 
 def test_leaving_early_stops_a_worker_that_would_never_end():

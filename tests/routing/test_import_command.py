@@ -645,6 +645,26 @@ def test_the_worker_reports_each_failed_row_once_in_order_as_parsing_here_does(t
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_when_the_system_cannot_fork_the_import_parses_in_process_and_loses_nothing(tmp_path, monkeypatch, forks):
+    from leadops import forking
+    from routing.csvio import open_path
+    from routing.intake import Importer
+
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(forking.os, "fork", no_fork)
+    csvfile, stream = open_path(write_csv(tmp_path, failing_rows(260)))
+
+    with stream:
+        result = Importer(source="t", route=False, chunk_rows=50).run(csvfile)
+
+    assert forks == [1]  # it tried
+    assert (result.rows, result.created, result.failed, len(result.errors)) == (260, 243, 17, 17)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_an_import_beside_another_thread_parses_in_process(tmp_path, forks):
     """A threaded web server's request (or a second import) must not fork: the worker could inherit a
     lock another thread holds and wait for it forever."""
