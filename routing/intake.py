@@ -664,15 +664,11 @@ def _write_chunk_pg(
             job_id = str(job.pk) if job else "\\N"
             tail = f"\t{job_id}\tunassigned\t0\t0\t\t{now_iso}\t{now_iso}\n"
             lines: list[str] = []
-            iso: dict[dt.datetime, str] = {}  # a file repeats its dates: format each once
             for pk, r in zip(ids, creators, strict=True):
                 r.lead_id = pk
                 body = r.copy_body or _copy_body(r.data)
                 lines.append(f"{pk}\t{body}\t{len(r.merges)}{tail}")
-                if (at := r.received_iso) is None:
-                    received = r.data["received_at"]
-                    if (at := iso.get(received)) is None:
-                        at = iso[received] = received.isoformat()
+                at = r.received_iso or r.data["received_at"].isoformat()  # formatted once, when parsed
                 events.append(f'{pk}\treceived\t{at}\t{{"row": {r.row}, "source": {source_json}}}\n')
                 for dup in r.merges:
                     events.append(_merge_line(pk, dup, now_iso, source_json))
