@@ -116,7 +116,7 @@ class _Child:
         if self.status is None:
             with suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            _, self.status = os.waitpid(self.pid, 0)
+            self.ended()
 
 
 def _run_child(produce: Callable[[], Iterable[Any]], read_fd: int, write_fd: int) -> None:  # pragma: no cover
