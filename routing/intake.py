@@ -31,7 +31,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from leadops.forking import can_fork, iterate_in_fork
-from leadops.threads import responsive_threads
+from leadops.threads import fewer_collections, responsive_threads
 from routing import services
 from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
 from routing.intake_normalise import LeadCleaner, row_cleaner
@@ -226,16 +226,18 @@ class Importer:
         )
         self._done = 0
         self._copy_text = not self.dry_run and connection.vendor == "postgresql"
-        if self.dry_run or connection.vendor != "postgresql" or connection.in_atomic_block:
-            for n, valid in parsed:
-                self._consume(n, valid)
-        elif can_fork():
-            # Parsing is the larger half of the import's Python: in a forked worker it runs on a core
-            # of its own instead of taking turns with the writer at this interpreter's lock.
-            with iterate_in_fork(lambda: self._for_parent(parsed)) as chunks:
-                self._run_pipelined(parsed if chunks is None else self._from_worker(chunks))
-        else:
-            self._run_pipelined(parsed)
+        # A forked worker inherits the threshold with everything else.
+        with fewer_collections():
+            if self.dry_run or connection.vendor != "postgresql" or connection.in_atomic_block:
+                for n, valid in parsed:
+                    self._consume(n, valid)
+            elif can_fork():
+                # Parsing is the larger half of the import's Python: in a forked worker it runs on a core
+                # of its own instead of taking turns with the writer at this interpreter's lock.
+                with iterate_in_fork(lambda: self._for_parent(parsed)) as chunks:
+                    self._run_pipelined(parsed if chunks is None else self._from_worker(chunks))
+            else:
+                self._run_pipelined(parsed)
         return self.result
 
     def _for_parent(self, parsed: Iterator[tuple[int, list[_Row]]]) -> Iterator[tuple[int, list[tuple], list, int]]:

@@ -24,7 +24,7 @@ from django.db.models import Max
 from django.utils import timezone
 from psycopg.errors import DeadlockDetected
 
-from leadops.threads import responsive_threads
+from leadops.threads import fewer_collections, responsive_threads
 from reps.availability import schedule_for
 from reps.models import Rep
 from routing import selectors
@@ -298,17 +298,19 @@ def route_leads(
     """
     ids = list(dict.fromkeys(lead_ids))
     counts = {"assigned": 0, "pooled": 0, "unassigned": 0}
-    if _can_pipeline(len(ids)):
-        counts, ids = _route_pipelined(ids, now=now, actor=actor, notify=notify)
-    # The reps (teams, hours, time off) are read once for all batches of a run.
-    states = (
-        selectors.candidate_states(now or timezone.now(), with_counts=False) if len(ids) > ROUTE_BATCH else None
-    )
-    loads = _Loads()
-    for start in range(0, len(ids), ROUTE_BATCH):
-        batch = ids[start:start + ROUTE_BATCH]
-        for key, n in _route_batch(batch, now=now, actor=actor, notify=notify, states=states, loads=loads).items():
-            counts[key] += n
+    with fewer_collections():
+        if _can_pipeline(len(ids)):
+            counts, ids = _route_pipelined(ids, now=now, actor=actor, notify=notify)
+        # The reps (teams, hours, time off) are read once for all batches of a run.
+        states = (
+            selectors.candidate_states(now or timezone.now(), with_counts=False) if len(ids) > ROUTE_BATCH else None
+        )
+        loads = _Loads()
+        for start in range(0, len(ids), ROUTE_BATCH):
+            batch = ids[start:start + ROUTE_BATCH]
+            for key, n in _route_batch(batch, now=now, actor=actor, notify=notify, states=states,
+                                       loads=loads).items():
+                counts[key] += n
     return counts
 
 
