@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +39,13 @@ from routing.intake_normalise import LeadCleaner, row_cleaner
 from routing.models import ImportJob, Lead, LeadEvent
 from routing.pgcopy import COPY_ESCAPES, copy_unescape, copy_value
 
+log = logging.getLogger(__name__)
+
 CHUNK_ROWS = 5000
+# New leads are routed in runs of at least this many (and at the end): route_leads decides one
+# batch while it writes the previous one, and a 5,000-lead chunk is too short a run for that
+# overlap to pay (the first batch's deciding and the last batch's writing overlap nothing).
+ROUTE_RUN = 20_000
 _ISO_CACHE = 10_000  # distinct received_at texts kept while parsing
 # Fields a duplicate may fill in on the lead it merges into (never owner/status: the lead keeps them).
 FILLABLE = [f for f in FIELDS if f not in ("email", "received_at", "source", "priority")]
@@ -141,6 +148,7 @@ class Importer:
         self._committed = 0  # chunks the writer has committed; only the writer sets it
         self._recent: dict[int, dict[str, int]] = {}  # chunk index -> {email: new lead id}, writer only
         self._iso: dict[dt.datetime, str] = {}  # received_at -> its ISO text, for the COPY and the event
+        self._unrouted: list[int] = []  # new leads committed and not routed yet (ROUTE_RUN)
 
     # -- parse and validate -------------------------------------------------------------
     def _plan(self, csvfile: CsvFile) -> list[tuple[int, str, str]]:
@@ -229,8 +237,7 @@ class Importer:
         # A forked worker inherits the threshold with everything else.
         with fewer_collections():
             if self.dry_run or connection.vendor != "postgresql" or connection.in_atomic_block:
-                for n, valid in parsed:
-                    self._consume(n, valid)
+                self._consume_all(parsed)
             elif can_fork():
                 # Parsing is the larger half of the import's Python: in a forked worker it runs on a core
                 # of its own instead of taking turns with the writer at this interpreter's lock.
@@ -273,9 +280,7 @@ class Importer:
 
         def writer() -> None:
             try:
-                while (item := chunks.get()) is not None:
-                    if not failures:
-                        self._consume(*item)
+                self._consume_all(iter(chunks.get, None))
             except BaseException as exc:
                 failures.append(exc)
                 while chunks.get() is not None:  # let the parser finish putting
@@ -306,13 +311,37 @@ class Importer:
         else:
             created_ids = self._write_chunk(valid, lookup)
             if self.route and created_ids:
-                self._route(created_ids)
+                self._unrouted += created_ids
+                if len(self._unrouted) >= ROUTE_RUN:
+                    self._route_unrouted()
             else:
                 # Not routed means left unassigned, so created == assigned + pooled + unassigned holds.
                 self.result.unassigned += len(created_ids)
         self._done += n
         if self.on_progress:
             self.on_progress(self.result, self._done)
+
+    def _consume_all(self, chunks: Iterable[tuple]) -> None:
+        """Write every chunk, then route what is still unrouted. When a chunk fails, the leads
+        committed before it are routed all the same (outside a caller's transaction: inside one,
+        the failure takes them back) unless routing is what failed. An interrupted import (Ctrl-C,
+        a stopped worker) leaves them to the `route_pending` task."""
+        try:
+            for chunk in chunks:
+                self._consume(*chunk)
+        except BaseException as exc:
+            if isinstance(exc, Exception) and self._unrouted and not connection.in_atomic_block:
+                try:
+                    self._route_unrouted()
+                except Exception:
+                    log.exception("routing the leads an import committed before it stopped failed")
+            raise
+        self._route_unrouted()
+
+    def _route_unrouted(self) -> None:
+        ids, self._unrouted = self._unrouted, []
+        if ids:
+            self._route(ids)
 
     def _route(self, ids: list[int]) -> None:
         counts = services.route_leads(ids, now=self.now, actor=self.actor)

@@ -712,3 +712,69 @@ def test_a_failure_while_parsing_in_the_worker_stops_the_import_with_its_message
     assert forks == [1]
     # Rows 2-51 were the first chunk, written before the worker reached row 80; nothing after it was.
     assert Lead.objects.count() == LeadEvent.objects.count() == 50
+
+
+def publish_round_robin(names: list[str]) -> None:
+    from routing.services import ruleset_create_draft, ruleset_publish
+
+    for name in names:
+        RepFactory(user__username=name)
+    ruleset_publish(ruleset_create_draft({"name": "Import", "rules": [
+        {"name": "Everyone", "candidates": {"reps": names}, "strategy": "round_robin"}]}))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_new_leads_are_routed_in_runs_of_several_chunks_and_the_rest_at_the_end(tmp_path, monkeypatch, forks):
+    """Routing waits for ROUTE_RUN new leads (a longer run overlaps deciding with writing better) and
+    routes what is left when the file ends: every lead is routed once, in turn, in file order."""
+    from routing import intake
+    from routing.csvio import open_path
+
+    monkeypatch.setattr(intake, "ROUTE_RUN", 120)
+    publish_round_robin(["ann", "bob", "cyd"])
+    routed_runs: list[int] = []
+    route = intake.Importer._route
+    monkeypatch.setattr(intake.Importer, "_route", lambda self, ids: (routed_runs.append(len(ids)), route(self, ids)))
+    rows = failing_rows(400)
+    csvfile, stream = open_path(write_csv(tmp_path, rows))
+
+    with stream:
+        result = intake.Importer(source="t", chunk_rows=50).run(csvfile)
+
+    assert forks == [1]
+    assert (result.rows, result.created, result.failed, result.assigned) == (400, 376, 24, 376)
+    assert sum(routed_runs) == 376 and all(n >= 120 for n in routed_runs[:-1]) and len(routed_runs) == 3
+    in_file_order = list(Lead.objects.order_by("id").values_list("owner__user__username", flat=True))
+    assert in_file_order == [["ann", "bob", "cyd"][i % 3] for i in range(376)]
+    assert LeadEvent.objects.filter(kind="routed").count() == 376
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_leads_committed_before_a_chunk_fails_are_still_routed(tmp_path, monkeypatch, forks):
+    from routing import intake
+    from routing.csvio import open_path
+
+    publish_round_robin(["ann", "bob"])
+    write = intake._write_chunk_pg
+    calls: list[int] = []
+
+    def third_chunk_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the disk is full")
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(intake, "_write_chunk_pg", third_chunk_fails)
+    csvfile, stream = open_path(write_csv(tmp_path, [[f"c{i}@x.example", "C", str(i), "Co", "DE", "", ""]
+                                                     for i in range(200)]))
+
+    with stream, pytest.raises(RuntimeError, match="the disk is full"):
+        intake.Importer(source="t", chunk_rows=50).run(csvfile)
+
+    # The first two chunks committed (fewer than ROUTE_RUN leads, so not routed yet when the third
+    # failed); they are routed on the way out. The third chunk left nothing behind.
+    assert Lead.objects.count() == 100
+    assert set(Lead.objects.values_list("status", flat=True)) == {"assigned"}
+    assert LeadEvent.objects.filter(kind="routed").count() == 100
