@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -241,13 +242,20 @@ class RuleTrace:
     index: int | str
     matched: bool
     strategy: str = ""
-    candidates: list[CandidateTrace] = field(default_factory=list)
+    # Every candidate as [username, chosen, reason]: plain lists, which the stored compact form
+    # takes as they are (an object per candidate cost a tenth of deciding a lead); `candidates`
+    # gives them as CandidateTrace.
+    ranked: list[list[Any]] = field(default_factory=list)
     outcome: str = ""
     note: str = ""
     excluded: dict[str, int] = field(default_factory=dict)
     # A rule that did not match keeps what is needed to say why, worded only when asked.
     spec: RuleSpec | None = None
     lead: Mapping[str, Any] | None = None
+
+    @property
+    def candidates(self) -> list[CandidateTrace]:
+        return [CandidateTrace(*c) for c in self.ranked]
 
     @property
     def failed(self) -> str | None:
@@ -265,7 +273,7 @@ class RuleTrace:
         out["outcome"] = self.outcome
         if self.note:
             out["note"] = self.note
-        if self.candidates:
+        if self.ranked:
             out["candidates"] = [c.to_json() for c in self.candidates]
         if self.excluded:
             out["excluded"] = dict(self.excluded)
@@ -278,11 +286,17 @@ class RuleTrace:
             out["s"] = self.strategy
         if self.note:
             out["n"] = self.note
-        if self.candidates:
-            out["c"] = [[c.username, c.chosen, c.reason] for c in self.candidates]
+        if self.ranked:
+            out["c"] = self.ranked
         if self.excluded:
             out["x"] = dict(self.excluded)
         return out
+
+
+@functools.lru_cache(maxsize=16)
+def _isoformat(moment: dt.datetime) -> str:
+    """The leads of a batch share one `now`: its text is made once, not once per explanation."""
+    return moment.isoformat()
 
 
 @dataclass
@@ -349,7 +363,7 @@ class Decision:
             "pool": self.pool_name,
             "summary": self.summary(),
             "ruleset_version": self.version,
-            "at": self.now.isoformat() if self.now else None,
+            "at": _isoformat(self.now) if self.now else None,
         }
 
     def compact_explanation(self) -> dict[str, Any]:
@@ -749,7 +763,7 @@ def _pick(
                 rt.note = "predictive routing is not available yet: used load_balanced"
             chosen = _load_balanced(available, rng, reasons)
         cursor.last = chosen.username
-    rt.candidates = [CandidateTrace(c.username, c is chosen, reasons[c.username]) for c in members]
+    rt.ranked = [[c.username, c is chosen, reasons[c.username]] for c in members]
     return chosen, cursor
 
 

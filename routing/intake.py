@@ -37,7 +37,7 @@ from routing import services
 from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
 from routing.intake_normalise import LeadCleaner, row_cleaner
 from routing.models import ImportJob, Lead, LeadEvent
-from routing.pgcopy import COPY_ESCAPES, copy_unescape, copy_value
+from routing.pgcopy import copy_json, copy_unescape, copy_value
 
 log = logging.getLogger(__name__)
 
@@ -689,7 +689,7 @@ def _write_chunk_pg(
     merged = 0
     with connection.cursor() as cur:
         events: list[str] = []
-        source_json = json.dumps(source).translate(COPY_ESCAPES)
+        source_json = copy_json(json.dumps(source))
         if creators:
             ids = _lead_ids(cur, len(creators))
             job_id = str(job.pk) if job else "\\N"
@@ -719,7 +719,7 @@ def _write_chunk_pg(
 
 
 def _merge_line(lead_id: int, dup: _Row, now_iso: str, source_json: str) -> str:
-    email = json.dumps(dup.email).translate(COPY_ESCAPES)
+    email = copy_json(json.dumps(dup.email))
     return f'{lead_id}\tmerged\t{now_iso}\t{{"row": {dup.row}, "email": {email}, "source": {source_json}}}\n'
 
 

@@ -23,6 +23,13 @@ def copy_value(value: Any) -> str:
     return str(value)
 
 
+def copy_json(text: str) -> str:
+    """JSON text as a COPY value. JSON writes its control characters as escapes, so only the
+    backslashes need doubling — a search and a rare replace, where translating each character of a
+    1 kB explanation took ~5 µs."""
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
 _UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 _ESCAPED = re.compile(r"\\(.)")
 
