@@ -5,7 +5,7 @@ Superusers count as managers. A user may hold several roles; home() picks the mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
@@ -50,6 +50,12 @@ def _in_group(user, name: str) -> bool:
         cache = set(user.groups.values_list("name", flat=True))
         user._leadops_groups = cache
     return name in cache
+
+
+def remember_groups(user, names: Iterable[str]) -> None:
+    """Give the role checks a user's group names read along with something else (an API token),
+    so they do not ask the database again."""
+    user._leadops_groups = set(names)
 
 
 def is_manager(user) -> bool:

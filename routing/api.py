@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -161,13 +162,18 @@ def _owner_name(lead: Lead) -> str | None:
 
 
 def _lead_result(lead_id: int, duplicate: bool) -> dict[str, Any]:
-    """Where a lead stands and why, for the create and status answers: two narrow reads (the whole
-    lead with its owner, pool and rule cost more to build than the answer is worth)."""
-    row = Lead.objects.filter(pk=lead_id).values("status", "owner__user__username", "pool__name", "rule__name").get()
-    detail = (
-        LeadEvent.objects.filter(lead_id=lead_id, kind__in=EXPLAINING_KINDS)
-        .order_by("-at", "-id").values_list("detail", flat=True).first()
+    """Where a lead stands and why, for the create and status answers: one narrow read with the
+    latest explanation beside it (the whole lead with its owner, pool and rule cost more to build
+    than the answer is worth)."""
+    latest = (
+        LeadEvent.objects.filter(lead_id=OuterRef("pk"), kind__in=EXPLAINING_KINDS)
+        .order_by("-at", "-id").values("detail")[:1]
     )
+    row = (
+        Lead.objects.filter(pk=lead_id).annotate(explained=Subquery(latest))
+        .values("status", "owner__user__username", "pool__name", "rule__name", "explained").get()
+    )
+    detail = row["explained"]
     return {
         "id": lead_id,
         "status": row["status"],

@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
 
+from leadops import roles
 from routing.models import ApiToken
 
 # "Last used" is kept to the minute: enough to decide which tokens to revoke, and a busy form or
@@ -20,6 +21,7 @@ class TokenAuth(HttpBearer):
         found = ApiToken.lookup(token)
         if found is None:
             return None
+        roles.remember_groups(found.user, found.group_names)
         request.user = found.user
         request.api_token = found
         now = timezone.now()

@@ -99,11 +99,18 @@ class ApiToken(models.Model):
 
     @classmethod
     def lookup(cls, raw: str) -> ApiToken | None:
-        return (
+        """The live token with this secret, its user, and the user's group names (`group_names`) —
+        one query, a row per group, for the role checks every API call starts with."""
+        rows = list(
             cls.objects.select_related("user")
             .filter(token_hash=hash_token(raw), revoked_at__isnull=True, user__is_active=True)
-            .first()
+            .annotate(group_name=models.F("user__groups__name"))
         )
+        if not rows:
+            return None
+        token = rows[0]
+        token.group_names = sorted({row.group_name for row in rows if row.group_name})
+        return token
 
 
 class IdempotencyRecord(models.Model):

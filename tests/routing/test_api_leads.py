@@ -9,10 +9,13 @@ import json
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
+from leadops import roles
+from routing.api_auth import token_auth
 from routing.models import ApiToken, IdempotencyRecord, Lead, LeadEvent
 from tests.concurrency import run_at_once
-from tests.factories import LeadFactory, PoolFactory, RepFactory
+from tests.factories import LeadFactory, PoolFactory, RepFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -278,6 +281,19 @@ def test_create_api_token_prints_a_token_that_works(client, ops_user):
     assert token is not None and (token.name, token.scope, token.user) == ("crm", "intake", ops_user)
     assert token.token_hash != raw
     assert post(client, "/api/leads/", {"email": "t@x.example"}, {"Authorization": f"Bearer {raw}"}).status_code == 201
+
+
+def test_a_call_reads_its_token_user_and_roles_in_one_query(rf, django_assert_num_queries):
+    """Every API call starts with the token and the role checks: one query, however many groups."""
+    user = UserFactory(username="both", groups=["Ops", "Managers"])
+    token, raw = ApiToken.issue(user, name="crm")
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())  # recently used: no write
+    request = rf.get("/api/leads/")
+
+    with django_assert_num_queries(1):
+        assert token_auth.authenticate(request, raw) is not None
+        assert roles.is_ops(request.user) and roles.is_manager(request.user)
+    assert request.user == user
 
 
 def test_a_routed_lead_comes_back_with_its_owner_rule_and_explanation(client, ops_auth):
