@@ -395,9 +395,10 @@ class Importer:
                     if _fill_blanks(c.data, dup.data) or dup.data.get("extra"):
                         c.copy_body = None  # its values changed since they were formatted
             if connection.vendor == "postgresql":
-                merged = _write_chunk_pg(creators, into_existing, source=self.source, job=self.job)
+                merged = _write_chunk_pg(creators, into_existing, source=self.source, job=self.job,
+                                         held=not self.route)
             else:
-                _insert_leads_orm(creators, source=self.source, job=self.job, now=timezone.now())
+                _insert_leads_orm(creators, source=self.source, job=self.job, held=not self.route)
                 merge_events = [
                     _merge_event(c.lead_id, dup, self.source)  # type: ignore[arg-type]
                     for c in creators for dup in c.merges
@@ -594,14 +595,14 @@ def _merge_into_existing(into: dict[int, list[_Row]], source: str) -> list[LeadE
     return [_merge_event(pk, dup, source) for pk, dups in into.items() for dup in dups]
 
 
-def _lead_kwargs(r: _Row, job: ImportJob | None) -> dict[str, Any]:
+def _lead_kwargs(r: _Row, job: ImportJob | None, held: bool) -> dict[str, Any]:
     d = r.data
     return {**{name: d[name] for name in FIELDS}, "extra": d["extra"], "merged_count": len(r.merges),
-            "import_job": job}
+            "import_job": job, "routing_held": held}
 
 
-def _insert_leads_orm(creators: list[_Row], *, source: str, job: ImportJob | None, now: dt.datetime) -> None:
-    leads = Lead.objects.bulk_create([Lead(**_lead_kwargs(r, job)) for r in creators], batch_size=500)
+def _insert_leads_orm(creators: list[_Row], *, source: str, job: ImportJob | None, held: bool) -> None:
+    leads = Lead.objects.bulk_create([Lead(**_lead_kwargs(r, job, held)) for r in creators], batch_size=500)
     for r, lead in zip(creators, leads, strict=True):
         r.lead_id = lead.pk
     LeadEvent.objects.bulk_create(
@@ -618,8 +619,8 @@ _TEXT_FIELDS = [f for f in FIELDS if f not in ("company_size", "score", "value",
 # routing_lead columns in the order the lead COPY writes them. Django sets no database defaults,
 # so the bookkeeping columns of a new lead are written out too.
 _LEAD_COPY = ["id", *_TEXT_FIELDS, "company_size", "score", "value", "received_at", "extra", "merged_count",
-              "import_job_id", "status", "escalation_step", "reassign_count", "pool_stage", "created_at",
-              "updated_at"]
+              "import_job_id", "status", "escalation_step", "reassign_count", "pool_stage", "routing_held",
+              "created_at", "updated_at"]
 _BODY_TABS = len(_TEXT_FIELDS) + 4
 _seq_names: dict[str, str] = {}
 
@@ -675,7 +676,7 @@ def _lead_ids(cur, n: int) -> list[int]:
 
 
 def _write_chunk_pg(
-    creators: list[_Row], into_existing: dict[int, list[_Row]], *, source: str, job: ImportJob | None
+    creators: list[_Row], into_existing: dict[int, list[_Row]], *, source: str, job: ImportJob | None, held: bool
 ) -> int:
     """Write a chunk's new leads, their `received` events and every `merged` event with two COPYs
     straight into the real tables (no staging table, no INSERT … SELECT), plus one UPDATE for the
@@ -693,7 +694,7 @@ def _write_chunk_pg(
         if creators:
             ids = _lead_ids(cur, len(creators))
             job_id = str(job.pk) if job else "\\N"
-            tail = f"\t{job_id}\tunassigned\t0\t0\t\t{now_iso}\t{now_iso}\n"
+            tail = f"\t{job_id}\tunassigned\t0\t0\t\t{'t' if held else 'f'}\t{now_iso}\t{now_iso}\n"
             lines: list[str] = []
             for pk, r in zip(ids, creators, strict=True):
                 r.lead_id = pk

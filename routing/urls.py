@@ -36,6 +36,7 @@ urlpatterns = [
     path("policy/", rule_views.policy, name="policy"),
     path("leads/<int:pk>/explain/", lead_views.explain, name="lead_explain"),
     path("unassigned/", lead_views.unassigned, name="unassigned"),
+    path("unassigned/release-held/", lead_views.unassigned_release_held, name="unassigned_release_held"),
     path("unassigned/<int:pk>/route/", lead_views.unassigned_route, name="unassigned_route"),
     path("unassigned/<int:pk>/assign/", lead_views.unassigned_assign, name="unassigned_assign"),
 ]

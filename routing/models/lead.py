@@ -174,6 +174,11 @@ class Lead(models.Model):
     pool_stage = models.CharField(max_length=12, blank=True, help_text="Pool timeout stage already taken.")
 
     merged_count = models.PositiveIntegerField(default=0)
+    # Imported with "do not route": route_pending leaves the lead alone until a manager routes or
+    # assigns it (the Unassigned queue), instead of routing it a minute later.
+    routing_held = models.BooleanField(
+        default=False, help_text="Imported without routing: waits for a manager instead of route_pending."
+    )
     import_job = ProvenanceKey(
         "routing.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="leads", db_index=False
     )

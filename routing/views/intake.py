@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from leadops.roles import ops_required
+from leadops.roles import is_manager, ops_required
 from routing.csvio import IGNORE, TARGETS, CsvUnreadable, open_csv, safe_cell
 from routing.intake_jobs import (
     REJECTED_COLUMNS,
@@ -106,7 +106,7 @@ def _preview(job: ImportJob) -> dict:
 def intake_job(request: HttpRequest, pk: int) -> HttpResponse:
     """One import: the mapping preview while waiting, then live progress and the summary."""
     job = _get_job(pk)
-    context = {"job": job, "errors": job.errors[:100]}
+    context = {"job": job, "errors": job.errors[:100], "can_manage": is_manager(request.user)}
     if job.awaiting_confirmation:
         context.update(_preview(job))
     if request.htmx and request.GET.get("part") == "progress":

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -20,6 +21,7 @@ from leadops.roles import is_manager, manager_required
 from reps.models import Rep
 from routing.models import Lead, LeadEvent
 from routing.services import LeadError, lead_assign_manual, lead_explain, route_leads
+from routing.tasks import enqueue
 
 UNASSIGNED_PAGE = 200
 
@@ -80,6 +82,15 @@ def _reason(detail: Any) -> str:
     return ""
 
 
+HELD_REASON = "held: imported without routing — route it or assign it"
+
+
+def _why(lead: Lead) -> str:
+    if lead.routing_held and not lead.last_unassigned:
+        return HELD_REASON
+    return _reason(lead.last_unassigned) or "not routed yet"
+
+
 def _reps():
     return list(Rep.objects.filter(active=True).select_related("user").order_by("user__username"))
 
@@ -87,13 +98,32 @@ def _reps():
 @manager_required
 @require_GET
 def unassigned(request: HttpRequest) -> HttpResponse:
-    total = Lead.objects.filter(status=Lead.Status.UNASSIGNED).count()
+    waiting = Lead.objects.filter(status=Lead.Status.UNASSIGNED)
+    total = waiting.count()
+    held = waiting.filter(routing_held=True).count()
     leads = list(_unassigned_leads()[:UNASSIGNED_PAGE])
     for lead in leads:
-        lead.reason = _reason(lead.last_unassigned) or "not routed yet"
+        lead.reason = _why(lead)
     return TemplateResponse(request, "routing/unassigned.html", {
-        "leads": leads, "total": total, "reps": _reps(), "page_size": UNASSIGNED_PAGE,
+        "leads": leads, "total": total, "held": held, "reps": _reps(), "page_size": UNASSIGNED_PAGE,
     })
+
+
+@manager_required
+@require_POST
+def unassigned_release_held(request: HttpRequest) -> HttpResponse:
+    """Hand every lead imported with "do not route" to routing: route_pending takes them now
+    (queued after this commits) and, for those nobody can take yet, every minute after."""
+    with transaction.atomic():
+        released = Lead.objects.filter(status=Lead.Status.UNASSIGNED, routing_held=True).update(routing_held=False)
+        if released:
+            transaction.on_commit(lambda: enqueue("routing.tasks.route_pending"))
+    if released:
+        messages.success(request, f"{released} held lead{'s' if released != 1 else ''} released to routing: "
+                                  "they are being routed now.")
+    else:
+        messages.info(request, "No held leads were waiting.")
+    return redirect("unassigned")
 
 
 def _row(request: HttpRequest, pk: int, *, note: str = "", error: str = "") -> TemplateResponse:
@@ -102,7 +132,7 @@ def _row(request: HttpRequest, pk: int, *, note: str = "", error: str = "") -> T
         raise Http404("No such lead")
     if lead.status == Lead.Status.UNASSIGNED:
         row = _unassigned_leads().filter(pk=pk).first()
-        lead.reason = _reason(row.last_unassigned if row else None) or "not routed yet"
+        lead.reason = _why(row) if row else "not routed yet"
     context = {"lead": lead, "reps": _reps(), "note": note, "error": error}
     return TemplateResponse(request, "routing/unassigned.html#lead-row", context, status=422 if error else 200)
 
@@ -113,6 +143,8 @@ def unassigned_route(request: HttpRequest, pk: int) -> HttpResponse:
     lead = Lead.objects.filter(pk=pk).first()
     if lead is None:
         raise Http404("No such lead")
+    # A manager routing it by hand ends a hold: if nobody can take it now, route_pending retries.
+    Lead.objects.filter(pk=pk, routing_held=True).update(routing_held=False)
     counts = route_leads([pk], actor=request.user)
     lead.refresh_from_db()
     if counts["assigned"]:

@@ -778,3 +778,27 @@ def test_leads_committed_before_a_chunk_fails_are_still_routed(tmp_path, monkeyp
     assert Lead.objects.count() == 100
     assert set(Lead.objects.values_list("status", flat=True)) == {"assigned"}
     assert LeadEvent.objects.filter(kind="routed").count() == 100
+
+
+def test_leads_imported_without_routing_wait_for_a_manager_not_for_route_pending(tmp_path):
+    """"Do not route" holds the new leads: the every-minute route_pending leaves them unassigned,
+    while a lead that is merely waiting for a free rep is still routed."""
+    publish_round_robin(["ann", "bob"])
+    summary = run_import(write_csv(tmp_path, [["held1@x.example", "H", "One", "Co", "DE", "", ""],
+                                              ["held2@x.example", "H", "Two", "Co", "FR", "", ""]]), "--no-route")
+    waiting = LeadFactory(email="waiting@x.example")  # e.g. from the API while nobody was free
+    assert summary["created"] == 2 and summary["unassigned"] == 2
+
+    call_command("route_pending", stdout=io.StringIO())
+
+    held = Lead.objects.filter(email__startswith="held")
+    assert {(lead.status, lead.routing_held) for lead in held} == {("unassigned", True)}
+    assert not LeadEvent.objects.filter(lead__in=held).exclude(kind="received").exists()
+    waiting.refresh_from_db()
+    assert waiting.status == "assigned" and not waiting.routing_held
+
+
+def test_leads_imported_with_routing_are_not_held(tmp_path):
+    summary = run_import(write_csv(tmp_path, [["free@x.example", "F", "R", "Co", "DE", "", ""]]))
+    assert summary["unassigned"] == 1  # no rule set yet
+    assert Lead.objects.get(email="free@x.example").routing_held is False

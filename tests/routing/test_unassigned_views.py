@@ -100,3 +100,41 @@ def test_each_rows_controls_name_their_lead_for_screen_readers(manager_client, s
     older = html.escape(str(stuck["older"]))
     assert f'aria-label="Route {older} now"' in body
     assert f'aria-label="Assign {older} to"' in body
+
+
+@pytest.fixture
+def held(db, manager):
+    """Two leads imported with "do not route", with a rule set that could place them."""
+    RepFactory(user__username="ann")
+    ruleset_publish(ruleset_create_draft(
+        {"name": "All", "rules": [{"name": "All", "candidates": {"reps": ["ann"]}, "strategy": "round_robin"}]},
+        actor=manager), actor=manager)
+    return [LeadFactory(company=f"Held {i}", routing_held=True) for i in range(2)]
+
+
+def test_held_leads_say_why_and_can_all_be_released_to_routing(manager_client, held,
+                                                                django_capture_on_commit_callbacks):
+    body = manager_client.get(reverse("unassigned")).content.decode()
+    assert "2 leads held" in body and "held: imported without routing" in body
+
+    with django_capture_on_commit_callbacks(execute=True):  # the routing task is queued on commit
+        response = manager_client.post(reverse("unassigned_release_held"), follow=True)
+
+    assert "2 held leads released to routing" in response.content.decode()
+    assert {(lead.status, lead.routing_held) for lead in Lead.objects.filter(pk__in=[h.pk for h in held])} == {
+        ("assigned", False)}
+
+
+def test_routing_one_held_lead_by_hand_ends_its_hold(manager_client, held):
+    lead = held[0]
+    response = manager_client.post(reverse("unassigned_route", args=[lead.pk]), HTTP_HX_REQUEST="true")
+
+    assert "Routed to" in response.content.decode()
+    lead.refresh_from_db()
+    assert lead.status == "assigned" and not lead.routing_held
+    assert Lead.objects.get(pk=held[1].pk).routing_held  # the other one still waits
+
+
+def test_reps_cannot_release_held_leads(rep_client, held):
+    assert rep_client.post(reverse("unassigned_release_held")).status_code == 403
+    assert all(Lead.objects.filter(pk=h.pk, routing_held=True).exists() for h in held)

@@ -1,4 +1,7 @@
-"""`manage.py route_pending [--now ISO]`: route every unassigned lead, oldest received first (CONTRACT §6)."""
+"""`manage.py route_pending [--now ISO]`: route every unassigned lead, oldest received first (CONTRACT §6).
+
+Leads imported with "do not route" (`Lead.routing_held`) are not among them: they wait for a manager
+in the Unassigned queue, who routes or assigns them (or releases them all to this command)."""
 
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ def parse_now(value: str | None) -> dt.datetime | None:
 
 
 class Command(BaseCommand):
-    help = "Route every unassigned lead that can be routed, oldest received_at first."
+    help = ("Route every unassigned lead that can be routed, oldest received_at first (not those imported "
+            "with --no-route: they wait for a manager).")
 
     def add_arguments(self, parser):
         parser.add_argument("--now", help="Route as if it were this moment (ISO 8601; default: now).")
@@ -31,7 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, now: str | None = None, as_json: bool = False, **options):
         moment = parse_now(now)
-        pending = Lead.objects.filter(status=Lead.Status.UNASSIGNED).order_by("received_at", "id")
+        pending = Lead.objects.filter(status=Lead.Status.UNASSIGNED, routing_held=False).order_by("received_at", "id")
         ids = list(pending.values_list("pk", flat=True))
         counts = route_leads(ids, now=moment)
         if as_json:
