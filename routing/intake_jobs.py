@@ -14,7 +14,7 @@ from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from routing.csvio import IGNORE, CsvUnreadable, open_csv, scan_encoding
+from routing.csvio import IGNORE, TARGETS, CsvUnreadable, open_csv, scan_encoding
 from routing.models import ImportJob
 from routing.tasks import enqueue
 
@@ -82,6 +82,9 @@ def import_job_create(
             job.encoding = scan_encoding(stream)
         job.mapping = csvfile.mapping
         if retry_of is not None:
+            # The columns keep the targets the user confirmed for the first attempt (the rejected
+            # rows come back under the same headers), where the guess may differ.
+            job.mapping.update({h: t for h, t in retry_of.mapping.items() if h in job.mapping and t in TARGETS})
             for column in rejected_columns_in(csvfile.headers):  # our own export's: not lead data
                 job.mapping[column] = IGNORE
         with transaction.atomic():

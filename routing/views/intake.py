@@ -73,7 +73,8 @@ def _upload(request: HttpRequest) -> ImportJob:
     retry_of = ImportJob.objects.filter(pk=int(retry_id)).first() if retry_id.isdecimal() else None
     return import_job_create(
         upload, actor=request.user, retry_of=retry_of, source=request.POST.get("source") or "",
-        route=request.POST.get("no_route") != "on",
+        # A retry is routed, or held, as the import it retries was.
+        route=retry_of.route if retry_of is not None else request.POST.get("no_route") != "on",
     )
 
 

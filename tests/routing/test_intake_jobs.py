@@ -56,6 +56,29 @@ def test_a_retry_keeps_the_source_of_the_job_it_retries_and_ignores_the_reason_c
 
 
 @pytest.mark.django_db
+def test_a_retry_keeps_the_mapping_the_user_corrected_for_the_first_attempt(ops_user):
+    """The user mapped "Where" (unrecognised) to country before importing; the rejected rows come
+    back under the same headers and must not lose that, or the fixed leads arrive without a country."""
+    first = new_job(ops_user, text="Email,Where,Notes\r\nann@x.example,Austria,hi\r\n")
+    import_job_start(first, {"Email": "email", "Where": "country", "Notes": "extra"}, actor=ops_user)
+
+    retry = new_job(ops_user, text="Email,Where,Notes,row,reason\r\nann@x.example,Austria,hi,2,bad\r\n",
+                    retry_of=first)
+
+    assert retry.mapping == {"Email": "email", "Where": "country", "Notes": "extra", "row": "ignore",
+                             "reason": "ignore"}
+
+
+@pytest.mark.django_db
+def test_salesforce_account_address_columns_are_recognised(ops_user):
+    job = new_job(ops_user, text="Email,Billing Country,Billing State/Province,Billing Zip/Postal Code,Lead Source\r\n"
+                                 "ann@x.example,Austria,Wien,1010,Web\r\n")
+
+    assert job.mapping == {"Email": "email", "Billing Country": "country", "Billing State/Province": "region",
+                           "Billing Zip/Postal Code": "postcode", "Lead Source": "source"}
+
+
+@pytest.mark.django_db
 def test_an_unreadable_upload_is_refused_and_leaves_no_job_and_no_file(ops_user, settings):
     with pytest.raises(ImportRefused, match=r"photo\.csv"):
         import_job_create(SimpleUploadedFile("photo.csv", bytes(range(256)) * 10), actor=ops_user)

@@ -172,6 +172,7 @@ def test_a_corrected_rejected_file_can_be_imported_as_a_retry(
     bob = Lead.objects.get(email="bob@x.example")
     assert bob.company == "+cmd"  # our own "'" escape is undone on a retry
     assert "reason" not in bob.extra and "row" not in bob.extra
+    assert retry.route is False and bob.routing_held  # held, as the import it retries was
 
 
 def test_a_retry_of_a_retry_keeps_one_row_and_one_reason_column(
