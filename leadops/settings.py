@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_htmx",
     "django_q",
+    "ninja",  # serves the API docs page's Swagger UI from our static files, not from a CDN
     "template_partials",
     "leadops.apps.LeadOpsConfig",
     "reps",
