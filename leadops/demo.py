@@ -307,6 +307,7 @@ def _demo_history(rng: random.Random, *, leads: int, days: int, now: dt.datetime
     events, updates = [], []
     pool_members = {name: list(p.members.all()) for name, p in pools.items()}
     held: Counter[tuple[int, int]] = Counter()
+    demo_logins = {r.pk for r in reps if r.user.username in dict(LOGINS)}
     for row, (owner, pool) in zip(lead_rows, plans, strict=True):
         lead = by_email[row.email]
         t = lead.received_at
@@ -317,8 +318,10 @@ def _demo_history(rng: random.Random, *, leads: int, days: int, now: dt.datetime
             lead.pooled_at = routed
             events.append(LeadEvent(lead=lead, kind="pooled", at=routed, pool=pool, rule=lead.rule,
                                     detail={"mode": pool.mode, "rule": lead.rule.name}))
-            # Only members under the claim limit can claim: the demo must never show "9 of 5".
-            free = [m for m in pool_members[pool.name] if held[pool.pk, m.pk] < (pool.claim_limit or math.inf)]
+            # Only members under the claim limit can claim: the demo must never show "9 of 5". The reps
+            # one can log in as stop two short of it, so their first claim on the board is not refused.
+            free = [m for m in pool_members[pool.name]
+                    if held[pool.pk, m.pk] < (pool.claim_limit or math.inf) - (2 if m.pk in demo_logins else 0)]
             if not free:
                 # Everyone is at the limit: as in real life, the lead waits in the pool.
                 lead.status = "pooled"

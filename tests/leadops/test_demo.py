@@ -4,6 +4,8 @@ from django.core.management import call_command
 from leadops import demo
 from reps.models import Rep, Team
 from routing.models import Lead, LeadEvent, Pool, RuleSet
+from routing.pools import lead_claim
+from tests.factories import LeadFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +83,17 @@ def test_no_member_holds_more_pool_leads_than_the_claim_limit(db):
         for owner_id in held.values_list("owner_id", flat=True):
             per_owner[owner_id] = per_owner.get(owner_id, 0) + 1
         assert max(per_owner.values(), default=0) <= pool.claim_limit, pool.name
+
+
+def test_the_reps_one_logs_in_as_can_claim_from_their_pools_straight_away(db):
+    """Found trying the demo: alice and ben were seeded at their pools' claim limits, so their first
+    click on Claim was refused."""
+    demo.demo_seed(leads=1000, days=20)
+
+    for username in ("alice", "ben"):
+        rep = Rep.objects.get(user__username=username)
+        for pool in Pool.objects.filter(members=rep):
+            waiting = Lead.objects.filter(pool=pool, status="pooled").order_by("pooled_at").first()
+            if waiting is None:
+                waiting = LeadFactory(pool=pool, status="pooled")
+            assert lead_claim(waiting, rep=rep).owner == rep, (username, pool.name)
