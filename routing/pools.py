@@ -184,6 +184,11 @@ def lead_for_claim(rep: Rep, pk: int) -> Lead:
     return lead
 
 
+# What a member at the claim limit can do about it: a lead counts until it is won or lost, and only
+# one not worked yet (still `assigned`) can go back to the pool.
+LIMIT_WAY_OUT = "Mark one won or lost, or release one you have not contacted yet, before claiming another."
+
+
 def lead_claim(lead: Lead, *, rep: Rep, actor=None, now: dt.datetime | None = None) -> Lead:
     """Claim a waiting pool lead for `rep`. Exactly one concurrent claimer wins.
 
@@ -423,7 +428,7 @@ def _claim_postgres(lead_id: int, rep: Rep, actor, now: dt.datetime, due: dt.dat
         if limit is not None and held >= limit:
             raise _refuse_fast(
                 cursor, lead.pk, pool, rep, actor, now,
-                f"You hold {held} of {limit} leads from the {name} pool. Work or release one before claiming another.",
+                f"You hold {held} of {limit} leads from the {name} pool. {LIMIT_WAY_OUT}",
                 "claim_limit", held=held, limit=limit,
             )
         if cap is not None and claimed_today >= cap:
@@ -466,8 +471,7 @@ def _claim_within_limits(lead: Lead, pool: Pool, rep: Rep, actor, now: dt.dateti
     if pool.claim_limit is not None and held >= pool.claim_limit:
         return _refuse(
             lead, pool, rep, actor, now,
-            f"You hold {held} of {pool.claim_limit} leads from the {pool.name} pool. "
-            "Work or release one before claiming another.",
+            f"You hold {held} of {pool.claim_limit} leads from the {pool.name} pool. {LIMIT_WAY_OUT}",
             "claim_limit", held=held, limit=pool.claim_limit,
         )
     if pool.daily_claim_cap is not None:

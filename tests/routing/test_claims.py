@@ -35,6 +35,7 @@ def test_fourth_claim_is_refused_at_limit_with_a_clear_message(rep):
         lead_claim(leads[3], rep=rep)
 
     assert str(refused.value).startswith("You hold 3 of 3 leads from the SMB pool")
+    assert "release one you have not contacted yet" in str(refused.value)  # what to do about it
     leads[3].refresh_from_db()
     assert leads[3].owner is None and leads[3].status == Lead.Status.POOLED
     event = leads[3].events.get(kind=LeadEvent.Kind.CLAIM_REFUSED)
