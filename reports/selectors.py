@@ -48,6 +48,7 @@ from reports.stats import (
 from reps.availability import schedule_for
 from reps.models import Rep, Team
 from routing.models import Lead, LeadEvent, Pool, PoolMembership, Rule
+from routing.pools import hoarding
 
 MINUTE = 60
 HOUR = 3600
@@ -750,8 +751,10 @@ def fairness_index(scope: Scope, weeks: int | None = None) -> list[dict[str, Any
 
 
 def hoarding_flags(scope: Scope, untouched_limit: int = 3, stale_hours: int = 24) -> list[dict[str, Any]]:
-    """Pool members who sit on claimed leads: at their claim limit, several claimed leads untouched,
-    or a claimed lead untouched for a day; and members taking far more than their share of claims."""
+    """Pool members who sit on claimed leads: hoarding proper (claimed leads not touched within their
+    SLA — `hoarded`, counted exactly as the pool pages count it), and the early signs: at their claim
+    limit, several claimed leads untouched, a claimed lead untouched for a day; and members taking
+    far more than their share of claims."""
     now = scope.now
     flags: list[dict[str, Any]] = []
     held = (
@@ -762,6 +765,7 @@ def hoarding_flags(scope: Scope, untouched_limit: int = 3, stale_hours: int = 24
             open=Count("id"),
             untouched=Count("id", filter=Q(first_touch_at__isnull=True)),
             oldest=Min("claimed_at", filter=Q(first_touch_at__isnull=True)),
+            hoarded=Count("id", filter=hoarding(now)),
         )
         .order_by()
     )
@@ -772,6 +776,8 @@ def hoarding_flags(scope: Scope, untouched_limit: int = 3, stale_hours: int = 24
         if pool is None or rep is None:
             continue
         reasons = []
+        if n := row["hoarded"]:
+            reasons.append(f"{n} claimed lead{'s' if n != 1 else ''} not touched within the SLA")
         if pool.claim_limit and row["open"] >= pool.claim_limit:
             where = "at" if row["open"] == pool.claim_limit else "over"
             reasons.append(f"{where} the claim limit ({row['open']}/{pool.claim_limit})")
@@ -782,7 +788,8 @@ def hoarding_flags(scope: Scope, untouched_limit: int = 3, stale_hours: int = 24
             reasons.append(f"a claimed lead untouched for {hours:.0f} h")
         if reasons:
             flags.append({"key": f"{pool.pk}-{rep.pk}", "label": rep.display_name, "pool": pool.name,
-                          "open": row["open"], "untouched": row["untouched"], "reason": "; ".join(reasons)})
+                          "open": row["open"], "untouched": row["untouched"], "hoarded": row["hoarded"],
+                          "reason": "; ".join(reasons)})
     # Claim shares over the period: more than twice a fair share (with at least 5 claims) is a flag.
     members = defaultdict(int)
     for pool_id in PoolMembership.objects.values_list("pool_id", flat=True):
@@ -801,7 +808,7 @@ def hoarding_flags(scope: Scope, untouched_limit: int = 3, stale_hours: int = 24
             share = n / total
             if fair and n >= 5 and share > 2 * fair and pool_id in pools and rep_id in reps:
                 flags.append({"key": f"{pool_id}-{rep_id}-share", "label": reps[rep_id].display_name,
-                              "pool": pools[pool_id].name, "open": None, "untouched": None,
+                              "pool": pools[pool_id].name, "open": None, "untouched": None, "hoarded": None,
                               "reason": f"took {share:.0%} of the pool's claims (fair share {fair:.0%})"})
     flags.sort(key=lambda f: (f["pool"], f["label"]))
     return flags

@@ -188,15 +188,18 @@ def fairness_index_table(scope: Scope, by: str = "") -> Table:
 def hoarding_table(scope: Scope, by: str = "") -> Table:
     return Table(
         name="hoarding",
-        title="Hoarding flags from pools",
+        title="Pool watch list: hoarding and early signs",
         columns=[
             Column("label", "Rep"),
             Column("pool", "Pool"),
             Column("open", "Open claimed", "int"),
             Column("untouched", "Untouched", "int"),
-            Column("reason", "Why flagged"),
+            Column("hoarded", "Hoarded", "int"),
+            Column("reason", "Why listed"),
         ],
         rows=selectors.hoarding_flags(scope),
+        note="Hoarded: claimed, and not touched within the SLA — the count the pool pages show. "
+             "The other reasons are early signs, not hoarding yet.",
     )
 
 

@@ -670,11 +670,17 @@ def pool_timeout_sweep(now: dt.datetime | None = None) -> dict[str, int]:
 # -- read side for the manager's pages ------------------------------------------------------------
 
 
-def _hoarded(now: dt.datetime):
-    return Lead.objects.filter(
-        Q(sla_due_at__lt=now) | Q(sla_due_at__isnull=True, claimed_at__lt=now - HOARD_AFTER_WITHOUT_SLA),
-        claimed_at__isnull=False, first_touch_at__isnull=True, status=Lead.Status.ASSIGNED,
+def hoarding(now: dt.datetime) -> Q:
+    """A hoarded lead: claimed from a pool and not touched within its SLA (or HOARD_AFTER_WITHOUT_SLA
+    without one). The one definition behind every page that counts hoarding."""
+    return (
+        (Q(sla_due_at__lt=now) | Q(sla_due_at__isnull=True, claimed_at__lt=now - HOARD_AFTER_WITHOUT_SLA))
+        & Q(claimed_at__isnull=False, first_touch_at__isnull=True, status=Lead.Status.ASSIGNED)
     )
+
+
+def _hoarded(now: dt.datetime):
+    return Lead.objects.filter(hoarding(now))
 
 
 def hoarded_leads(pool: Pool, now: dt.datetime):

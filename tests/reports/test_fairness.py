@@ -3,6 +3,7 @@ import datetime as dt
 import pytest
 
 from reports import selectors
+from routing.pools import hoarded_counts
 from tests.factories import LeadFactory, PoolFactory, RepFactory, weekday_hours
 from tests.reports.conftest import NOW, minutes
 
@@ -79,6 +80,25 @@ def test_it_flags_claimed_leads_left_untouched(scope_for):
     pool.memberships.create(rep=rep)
     _given(rep, 3, pool=pool, claimed_at=NOW - minutes(10))
     assert selectors.hoarding_flags(scope_for())[0]["reason"] == "3 claimed leads not yet touched"
+
+
+def test_hoarding_in_the_report_is_what_the_pool_pages_count(scope_for):
+    """One definition: claimed and not touched within the SLA. A member at the limit who works their
+    leads is listed as an early sign, with nothing hoarded."""
+    pool = PoolFactory(name="smb", claim_limit=3)
+    hoarder, worker = RepFactory(user__username="hoarder"), RepFactory(user__username="worker")
+    pool.memberships.create(rep=hoarder)
+    pool.memberships.create(rep=worker)
+    _given(hoarder, 2, pool=pool, claimed_at=NOW - minutes(90), sla_due_at=NOW - minutes(30))
+    _given(hoarder, 1, pool=pool, claimed_at=NOW - minutes(10), sla_due_at=NOW + minutes(50))
+    _given(worker, 3, pool=pool, claimed_at=NOW - minutes(90), first_touch_at=NOW - minutes(80))
+
+    flags = {f["label"]: f for f in selectors.hoarding_flags(scope_for())}
+
+    assert flags[hoarder.display_name]["hoarded"] == 2 == hoarded_counts(NOW)[pool.pk]
+    assert flags[hoarder.display_name]["reason"].startswith("2 claimed leads not touched within the SLA")
+    assert flags[worker.display_name]["hoarded"] == 0
+    assert flags[worker.display_name]["reason"] == "at the claim limit (3/3)"
 
 
 def test_it_does_not_flag_a_member_who_works_their_claims(scope_for):
