@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.auth.forms import AdminPasswordChangeForm
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
+from leadops import roles
 from reps.availability import schedule_for
 from reps.models import Rep, Skill, Team, Territory, TimeOff, WorkingHours
 
@@ -45,8 +52,9 @@ class RepAdmin(admin.ModelAdmin):
     inlines = [WorkingHoursInline, TimeOffInline]
     ordering = ["user__username"]
     formfield_overrides = URL_FIELDS
+    readonly_fields = ["password"]
     fieldsets = [
-        (None, {"fields": ["user", "team", "level", "active"]}),
+        (None, {"fields": ["user", "password", "team", "level", "active"]}),
         ("What they cover", {"fields": ["skills", "territories"]}),
         ("How much they get", {"fields": ["capacity", "daily_cap", "weight"]}),
         ("When they work", {"fields": ["timezone", "holidays"]}),
@@ -58,6 +66,38 @@ class RepAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+    def get_urls(self):
+        own = [path("<int:rep_id>/password/", self.admin_site.admin_view(self.password_view), name="reps_rep_password")]
+        return own + super().get_urls()
+
+    @admin.display(description="password")
+    def password(self, rep: Rep) -> str:
+        if rep.pk is None:
+            return "Save the rep first, then set a password here."
+        state = "set" if rep.user.has_usable_password() else "none yet: the rep cannot log in"
+        return format_html('{} · <a href="{}">Set a new password…</a>', state,
+                           reverse("admin:reps_rep_password", args=[rep.pk]))
+
+    def password_view(self, request: HttpRequest, rep_id: int) -> HttpResponse:
+        """A manager sets the password of a rep (onboarding, a forgotten password). Only of a plain rep:
+        the accounts of managers, staff and superusers stay with a superuser."""
+        rep = get_object_or_404(Rep.objects.select_related("user"), pk=rep_id)
+        user = rep.user
+        if not self.has_change_permission(request, rep):
+            raise PermissionDenied
+        if not request.user.is_superuser and (user.is_superuser or user.is_staff or roles.is_manager(user)):
+            raise PermissionDenied
+        form = AdminPasswordChangeForm(user, request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            form.save()
+            self.log_change(request, rep, "Set the rep's password.")
+            messages.success(request, f"New password set for {user.username}.")
+            return redirect("admin:reps_rep_change", rep.pk)
+        return TemplateResponse(request, "admin/reps/rep/password.html", {
+            **self.admin_site.each_context(request), "title": f"Set a password for {rep.display_name}",
+            "form": form, "rep": rep, "opts": self.model._meta,
+        })
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Rep]:
         # "available now" needs every rep's hours and time off: two queries for the page, not two per row.

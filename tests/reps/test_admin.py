@@ -9,6 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from leadops import roles
 from reps.models import Rep, WorkingHours
 from tests.factories import RepFactory, TeamFactory, TerritoryFactory, TimeOffFactory
 
@@ -120,3 +121,33 @@ def test_it_lists_territories_with_their_countries(manager_client):
 )
 def test_it_opens_the_other_organisation_pages(manager_client, path):
     assert manager_client.get(path).status_code == 200
+
+
+def test_a_manager_sets_a_reps_password_and_the_rep_can_log_in(manager_client, client):
+    """Reps from load_org have no usable password: the manager sets one from the rep's admin page."""
+    rep = RepFactory(user__username="newhire")
+    rep.user.set_unusable_password()
+    rep.user.save()
+    assert "none yet" in manager_client.get(f"{CHANGELIST}{rep.pk}/change/").content.decode()
+
+    response = manager_client.post(f"{CHANGELIST}{rep.pk}/password/",
+                                   {"password1": "Welcome-2026-leads", "password2": "Welcome-2026-leads"})
+
+    assert response.status_code == 302 and response["Location"] == f"{CHANGELIST}{rep.pk}/change/"
+    assert client.login(username="newhire", password="Welcome-2026-leads")
+
+
+def test_a_manager_cannot_set_another_managers_password(manager_client):
+    colleague = RepFactory(user__username="other-manager", user__groups=[roles.MANAGERS, roles.REPS])
+    before = colleague.user.password
+
+    response = manager_client.post(f"{CHANGELIST}{colleague.pk}/password/",
+                                   {"password1": "Takeover-2026-x", "password2": "Takeover-2026-x"})
+
+    assert response.status_code == 403
+    colleague.user.refresh_from_db()
+    assert colleague.user.password == before
+
+
+def test_a_rep_cannot_reach_the_password_page(rep_client, rep):
+    assert rep_client.get(f"{CHANGELIST}{rep.pk}/password/").status_code in (302, 403)
