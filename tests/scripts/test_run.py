@@ -67,6 +67,8 @@ server = (
     f"h.HTTPServer(({host!r}, {port}), Login).serve_forever()\\n"
 )
 child = subprocess.Popen([sys.executable, "-c", server])
+with open(os.path.join(out, "site-url"), "w") as f:
+    f.write(os.environ.get("SITE_URL", ""))
 record("server", os.getpid())
 record("server", child.pid)
 record("leader", os.getpid())
@@ -101,11 +103,12 @@ class Run:
         fake.write_text(f"#!{sys.executable}\n{FAKE_MANAGE}")
         fake.chmod(0o755)
         self.dir = tmp_path
+        self.port = free_port()
         self.log = tmp_path / "run.log"
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
                 ["bash", str(SCRIPT)], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PY": str(fake), "PORT": str(free_port()), "STOP_TIMEOUT": "1",
+                env={**os.environ, "PY": str(fake), "PORT": str(self.port), "STOP_TIMEOUT": "1",
                      "FAKE_DIR": str(tmp_path), **env},
                 start_new_session=True,  # its own process group, like `make run` in a terminal
             )
@@ -163,6 +166,16 @@ def test_sigterm_stops_the_worker_and_the_server_with_their_children(run):
     leftovers = [pid for pid in [*r.pids("worker"), *r.pids("server")] if not gone(pid)]
     assert leftovers == []
     assert "still running" not in r.output  # the worker stopped on its SIGINT, without waiting out a timeout
+
+
+def test_links_in_notifications_point_at_the_port_it_serves_on(run, tmp_path, monkeypatch):
+    monkeypatch.delenv("SITE_URL", raising=False)
+    r = run()
+    r._wait_for(lambda: len(r.pids("server")) == 2, "the server")
+
+    assert (tmp_path / "site-url").read_text() == f"http://127.0.0.1:{r.port}"
+    os.kill(r.proc.pid, signal.SIGTERM)
+    assert r.finish() == 143
 
 
 def test_ctrl_c_stops_both(run):
