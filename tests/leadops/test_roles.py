@@ -38,6 +38,14 @@ def test_a_rep_cannot_open_intake_or_reports(rep_client):
     assert rep_client.get("/reports/").status_code == 403
 
 
+def test_a_refusal_is_a_page_with_the_way_back_not_a_bare_403(rep_client):
+    response = rep_client.get("/reports/")
+
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "This page is not for your role" in body and 'href="/"' in body  # back to their own start page
+
+
 def test_ops_staff_cannot_open_the_board_or_reports(ops_client):
     assert ops_client.get("/board/").status_code == 403
     assert ops_client.get("/reports/").status_code == 403
