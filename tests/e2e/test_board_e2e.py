@@ -116,8 +116,12 @@ def test_a_shotgun_announcement_appears_live_and_the_claim_succeeds(logged_in, r
     expect(banner).to_contain_text("Shotgun Corp", timeout=LIVE)
     expect(bob.locator(f"#ann-{lead.pk}")).to_contain_text("Shotgun Corp", timeout=LIVE)
     banner.get_by_role("button", name="Claim it").click()
-    expect(banner).to_contain_text("Yours")
+    outcome = alice.locator(f"#outcome-{lead.pk}")
+    expect(outcome).to_contain_text("Yours")
+    expect(banner).to_have_count(0)
     expect(alice.locator("#my-leads")).to_contain_text("Shotgun Corp")
+    alice.wait_for_timeout(3500)  # a poll or two later the rep can still read how the claim ended
+    expect(outcome).to_contain_text("Yours")
     expect(bob.locator(f"#ann-{lead.pk}")).to_have_count(0, timeout=LIVE)
     assert_not_reloaded(alice)
     assert Lead.objects.get(pk=lead.pk).owner == rep
