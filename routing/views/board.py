@@ -223,11 +223,11 @@ def claim(request: HttpRequest, pk: int) -> HttpResponse:
         if not request.htmx:
             messages.warning(request, str(exc))
         lead = Lead.objects.select_related("owner__user", "pool").get(pk=pk)
-        return _after_action(request, lead, partial=where, status=409, refusal=str(exc), oob_row=True)
+        return _after_action(request, lead, partial=where, status=409, refusal=str(exc), oob_row=True, focus_row=True)
     if not request.htmx:
         messages.success(request, f"{lead} is yours.")
     lead = Lead.objects.select_related("owner__user", "pool").get(pk=lead.pk)
-    return _after_action(request, lead, partial=where, oob_row=True)
+    return _after_action(request, lead, partial=where, oob_row=True, focus_row=True)
 
 
 @rep_required

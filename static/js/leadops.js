@@ -26,6 +26,30 @@
     const question = event.target.dataset && event.target.dataset.confirm;
     if (question && !window.confirm(question)) event.preventDefault();
   });
+  // Out-of-band swaps (a claimed row, a row the board's poll redraws) replace the element that had
+  // the focus, which then fell back to the top of the page: a keyboard user lost their place. The
+  // new element takes it: where it asks with [autofocus], else its first link or button, else itself.
+  let focusedId = null;
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    const target = event.detail && event.detail.target;
+    if (target && target.id && target !== document.body && target.contains(document.activeElement)) {
+      focusedId = target.id;
+    }
+  });
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    const swapped = event.target;  // each element the swap put in the page
+    if (!swapped.isConnected) return;
+    let wanted = swapped.matches("[autofocus]") ? swapped : swapped.querySelector("[autofocus]");
+    if (!wanted && focusedId && swapped.id === focusedId) {
+      wanted = swapped.querySelector("a[href], button:not([disabled]), select, textarea, input:not([type=hidden])");
+      if (!wanted) {
+        swapped.tabIndex = -1;
+        wanted = swapped;
+      }
+    }
+    if (swapped.id === focusedId) focusedId = null;
+    if (wanted) wanted.focus();
+  });
   setInterval(tick, 1000);
   document.addEventListener("DOMContentLoaded", tick);
   document.addEventListener("htmx:afterSettle", tick);

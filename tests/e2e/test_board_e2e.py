@@ -142,6 +142,8 @@ def test_claiming_works_with_the_keyboard_only(logged_in, rep):
     page.keyboard.press("Enter")
 
     expect(page.locator(f"#pool-row-{lead.pk}")).to_contain_text("Yours")
+    # Focus stays in the row (on the lead's link), not back at the top of the page.
+    page.wait_for_function(f"document.activeElement?.closest('tr')?.id === 'pool-row-{lead.pk}'")
     assert Lead.objects.get(pk=lead.pk).owner == rep
 
 
