@@ -244,9 +244,10 @@ def release(request: HttpRequest, pk: int) -> HttpResponse:
         return _after_action(
             request, lead, partial="my-leads", status=409, my_leads_message=str(exc), oob_my_leads=False
         )
+    note = f"{lead} went back to the {lead.pool} pool."
     if not request.htmx:
-        messages.success(request, f"{lead} went back to the {lead.pool} pool.")
-    return _after_action(request, lead, partial="my-leads", oob_my_leads=False)
+        messages.success(request, note)
+    return _after_action(request, lead, partial="my-leads", oob_my_leads=False, my_leads_note=note)
 
 
 @rep_required
@@ -265,7 +266,8 @@ def set_status(request: HttpRequest, pk: int) -> HttpResponse:
         return _after_action(
             request, lead, partial="my-leads", status=409, my_leads_message=str(exc), oob_my_leads=False
         )
-    return _after_action(request, lead, partial="my-leads", oob_my_leads=False)
+    note = f"{lead} marked {lead.get_status_display().lower()}."
+    return _after_action(request, lead, partial="my-leads", oob_my_leads=False, my_leads_note=note)
 
 
 @rep_required

@@ -158,6 +158,7 @@ def test_marking_contacted_records_the_touch(rep_client, rep):
     assert response.status_code == 200
     lead.refresh_from_db()
     assert lead.status == Lead.Status.CONTACTED and lead.first_touch_at is not None
+    assert f"{lead} marked contacted." in response.content.decode()  # said, not just redrawn
 
 
 def test_release_from_the_board_puts_the_lead_back(rep_client, rep):
@@ -170,6 +171,7 @@ def test_release_from_the_board_puts_the_lead_back(rep_client, rep):
     lead.refresh_from_db()
     assert lead.owner is None and lead.status == Lead.Status.POOLED
     assert lead.events.get(kind=LeadEvent.Kind.RELEASED).detail["reason"] == "Not a fit for me"
+    assert f"went back to the {pool} pool." in response.content.decode()
 
 
 def test_lead_detail_shows_the_timeline_of_a_waiting_pool_lead(rep_client, rep):
