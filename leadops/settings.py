@@ -17,7 +17,8 @@ env = environ.Env(
     TIME_ZONE=(str, "UTC"),
     REDIS_URL=(str, ""),
     EMAIL_URL=(str, "consolemail://"),
-    SITE_URL=(str, "http://127.0.0.1:8000"),
+    # `make run` offers its own address as the default (DEFAULT_SITE_URL); SITE_URL, set or in .env, wins.
+    SITE_URL=(str, os.environ.get("DEFAULT_SITE_URL", "http://127.0.0.1:8000")),
     INTAKE_MAX_UPLOAD_MB=(int, 50),
     Q_SYNC=(bool, False),
 )

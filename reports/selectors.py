@@ -48,7 +48,7 @@ from reports.stats import (
 from reps.availability import schedule_for
 from reps.models import Rep, Team
 from routing.models import Lead, LeadEvent, Pool, PoolMembership, Rule
-from routing.pools import hoarding
+from routing.pools import HELD_STATUSES, hoarding
 
 MINUTE = 60
 HOUR = 3600
@@ -759,7 +759,8 @@ def hoarding_flags(scope: Scope, untouched_limit: int = 3, stale_hours: int = 24
     flags: list[dict[str, Any]] = []
     held = (
         scope.filtered()
-        .filter(pool__isnull=False, owner__isnull=False, claimed_at__isnull=False, status__in=Lead.LOAD_STATUSES)
+        # What the claim limit counts (qualified too), so "at the limit" here is the limit a claim meets.
+        .filter(pool__isnull=False, owner__isnull=False, claimed_at__isnull=False, status__in=HELD_STATUSES)
         .values("pool_id", "owner_id")
         .annotate(
             open=Count("id"),

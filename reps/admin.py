@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.auth.forms import AdminPasswordChangeForm
+from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count, QuerySet
@@ -81,14 +81,17 @@ class RepAdmin(admin.ModelAdmin):
 
     def password_view(self, request: HttpRequest, rep_id: int) -> HttpResponse:
         """A manager sets the password of a rep (onboarding, a forgotten password). Only of a plain rep:
-        the accounts of managers, staff and superusers stay with a superuser."""
+        the accounts of managers, ops staff, staff and superusers stay with a superuser."""
         rep = get_object_or_404(Rep.objects.select_related("user"), pk=rep_id)
         user = rep.user
         if not self.has_change_permission(request, rep):
             raise PermissionDenied
-        if not request.user.is_superuser and (user.is_superuser or user.is_staff or roles.is_manager(user)):
-            raise PermissionDenied
-        form = AdminPasswordChangeForm(user, request.POST or None)
+        # A rep and nothing else: an ops user's or a manager's password would let a manager act as them.
+        plain_rep = not (user.is_superuser or user.is_staff) and set(
+            user.groups.values_list("name", flat=True)) <= {roles.REPS}
+        if not (request.user.is_superuser or plain_rep):
+            raise PermissionDenied("Only a superuser sets the password of someone who is more than a rep.")
+        form = SetPasswordForm(user, request.POST or None)
         if request.method == "POST" and form.is_valid():
             form.save()
             self.log_change(request, rep, "Set the rep's password.")

@@ -206,7 +206,8 @@ def _create(request: HttpRequest, payload: dict[str, Any]) -> tuple[int, dict[st
     token: ApiToken | None = getattr(request, "api_token", None)
     source = token.name if token else "api"
     lead, merged = lead_receive(data, source=source, actor=request.user, now=now, token_id=token.pk if token else None)
-    if not merged:
+    if not merged or lead.status == Lead.Status.UNASSIGNED:
+        # A duplicate of a lead nobody has yet (or that an import held) is one more reason to route it now.
         services.route_leads([lead.pk], now=now, actor=request.user)
     return (200 if merged else 201), _lead_result(lead.pk, merged)
 

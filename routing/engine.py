@@ -294,8 +294,9 @@ class RuleTrace:
 
 
 @functools.lru_cache(maxsize=16)
-def _isoformat(moment: dt.datetime) -> str:
-    """The leads of a batch share one `now`: its text is made once, not once per explanation."""
+def _isoformat(moment: dt.datetime, zone: dt.tzinfo | None) -> str:
+    """The leads of a batch share one `now`: its text is made once, not once per explanation. (Equal
+    instants in different zones are equal keys: `zone` keeps each one's own offset in its text.)"""
     return moment.isoformat()
 
 
@@ -363,7 +364,7 @@ class Decision:
             "pool": self.pool_name,
             "summary": self.summary(),
             "ruleset_version": self.version,
-            "at": _isoformat(self.now) if self.now else None,
+            "at": _isoformat(self.now, self.now.tzinfo) if self.now else None,
         }
 
     def compact_explanation(self) -> dict[str, Any]:

@@ -404,7 +404,7 @@ class Importer:
                     for c in creators for dup in c.merges
                 ]
                 if into_existing:
-                    merge_events += _merge_into_existing(into_existing, self.source)
+                    merge_events += _merge_into_existing(into_existing, self.source, release_held=self.route)
                 LeadEvent.objects.bulk_create(merge_events, batch_size=1000)
                 merged = len(merge_events)
         ids = [c.lead_id for c in creators]  # type: ignore[misc]
@@ -541,7 +541,7 @@ def _index_probes_only(cur) -> Iterator[None]:
                 [hashjoin, mergejoin])
 
 
-def _merge_into_existing_pg(into: dict[int, list[_Row]]) -> None:
+def _merge_into_existing_pg(into: dict[int, list[_Row]], *, release_held: bool) -> None:
     """The same as _merge_into_existing in one UPDATE … FROM unnest(arrays): blanks filled in SQL.
     (The merged events go into the chunk's event COPY.)"""
     from psycopg.types.json import Jsonb
@@ -564,20 +564,25 @@ def _merge_into_existing_pg(into: dict[int, list[_Row]]) -> None:
     with connection.cursor() as cur, _index_probes_only(cur):
         cur.execute(
             f"UPDATE routing_lead AS l SET merged_count = l.merged_count + v.n, updated_at = %s, {text_sets},"
+            " routing_held = l.routing_held AND NOT %s,"
             " company_size = COALESCE(l.company_size, v.company_size), score = COALESCE(l.score, v.score),"
             " value = COALESCE(l.value, v.value), extra = v.extra || l.extra"
             f" FROM unnest(%s::bigint[], %s::int[], {text_arrays}, %s::int[], %s::int[], %s::numeric[], %s::jsonb[])"
             f" AS v(id, n, {', '.join(_TEXT_FILLABLE)}, company_size, score, value, extra)"
             " WHERE l.id = v.id",
-            [timezone.now(), ids, counts, *(columns[n] for n in _TEXT_FILLABLE), columns["company_size"],
+            [timezone.now(), release_held, ids, counts, *(columns[n] for n in _TEXT_FILLABLE), columns["company_size"],
              columns["score"], columns["value"], extras],
         )
 
 
-def _merge_into_existing(into: dict[int, list[_Row]], source: str) -> list[LeadEvent]:
-    """Fill the existing leads' blank fields from their duplicates and count the touches."""
-    leads = list(Lead.objects.select_for_update().filter(pk__in=into).only(*FILLABLE, "merged_count", "extra"))
+def _merge_into_existing(into: dict[int, list[_Row]], source: str, *, release_held: bool) -> list[LeadEvent]:
+    """Fill the existing leads' blank fields from their duplicates and count the touches. A routed
+    import (`release_held`) ends the hold of leads an earlier import held: route_pending takes them."""
+    leads = list(Lead.objects.select_for_update().filter(pk__in=into)
+                 .only(*FILLABLE, "merged_count", "extra", "routing_held"))
     changed: set[str] = {"merged_count", "updated_at"}
+    if release_held:
+        changed.add("routing_held")
     now = timezone.now()
     for lead in leads:
         data = {name: getattr(lead, name) for name in FILLABLE}
@@ -591,6 +596,8 @@ def _merge_into_existing(into: dict[int, list[_Row]], source: str) -> list[LeadE
                 changed.add("extra")
         lead.merged_count += len(into[lead.pk])
         lead.updated_at = now
+        if release_held:
+            lead.routing_held = False
     Lead.objects.bulk_update(leads, sorted(changed), batch_size=500)
     return [_merge_event(pk, dup, source) for pk, dups in into.items() for dup in dups]
 
@@ -708,7 +715,8 @@ def _write_chunk_pg(
                 copy.write("".join(lines))
             merged += sum(len(r.merges) for r in creators)
         if into_existing:
-            _merge_into_existing_pg(into_existing)
+            # A routed import ends the hold of leads an earlier import held: route_pending takes them.
+            _merge_into_existing_pg(into_existing, release_held=not held)
             for pk, dups in into_existing.items():
                 for dup in dups:
                     events.append(_merge_line(pk, dup, now_iso, source_json))
@@ -729,7 +737,8 @@ def lead_receive(
 ) -> tuple[Lead, bool]:
     """Create one lead from normalised data (the API path), or merge it into an open duplicate.
 
-    Returns (lead, merged). The caller routes new leads.
+    Returns (lead, merged). The caller routes new leads, and a merged one still unassigned (a
+    duplicate ends the hold of a lead imported without routing).
     """
     now = now or timezone.now()
     detail: dict[str, Any] = {"source": source}
@@ -754,7 +763,10 @@ def lead_receive(
                     setattr(existing, name, fields[name])
                 existing.extra = fields["extra"]
                 existing.merged_count += 1
-                existing.save(update_fields=[*filled, "extra", "merged_count", "updated_at"])
+                # The person came back through a routed channel: a lead held from an import without
+                # routing is held no more (the caller routes it; see _merge_into_existing_pg).
+                existing.routing_held = False
+                existing.save(update_fields=[*filled, "extra", "merged_count", "routing_held", "updated_at"])
                 services.record_event(existing, LeadEvent.Kind.MERGED, at=now, actor=actor, **detail,
                                       email=data["email"])
                 return existing, True

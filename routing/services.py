@@ -1035,6 +1035,28 @@ def lead_route(
     return d
 
 
+def lead_route_by_hand(lead_id: int, *, actor=None) -> dict[str, int]:
+    """A manager's "Route now": end the lead's hold, if it had one, and route it — in one transaction,
+    so a routing that fails leaves the hold in place. Returns route_leads' counts."""
+    with transaction.atomic():
+        Lead.objects.filter(pk=lead_id, routing_held=True).update(routing_held=False, updated_at=timezone.now())
+        return route_leads([lead_id], actor=actor)
+
+
+def leads_release_held(*, actor=None) -> int:
+    """Hand every lead imported with "do not route" to routing: the route_pending task is queued when
+    this commits (and, for leads nobody can take yet, runs every minute after). Returns how many."""
+    from routing.tasks import enqueue
+
+    with transaction.atomic():
+        released = Lead.objects.filter(status=Lead.Status.UNASSIGNED, routing_held=True).update(
+            routing_held=False, updated_at=timezone.now())
+        if released:
+            transaction.on_commit(lambda: enqueue("routing.tasks.route_pending"))
+    log.info("%s released %d held lead(s) to routing", getattr(actor, "username", "someone"), released)
+    return released
+
+
 def lead_assign_manual(lead: Lead, rep: Rep, *, actor, reason: str = "", now: dt.datetime | None = None) -> Lead:
     """A manager gives the lead to `rep` — always possible (capacity and hours do not apply), always
     logged as `manual_assigned` with the manager as actor."""
@@ -1053,11 +1075,12 @@ def lead_assign_manual(lead: Lead, rep: Rep, *, actor, reason: str = "", now: dt
         lead.assigned_at = now
         lead.routed_at = lead.routed_at or now
         lead.pool_due_at = None
+        lead.routing_held = False  # a manager decided: a held lead is held no more
         if lead.rule and lead.rule.sla_minutes and lead.first_touch_at is None:
             rep_full = Rep.objects.prefetch_related("working_hours", "time_off").get(pk=rep.pk)
             lead.sla_due_at = schedule_for(rep_full).add_working_minutes(now, lead.rule.sla_minutes)
         lead.save(update_fields=["owner", "status", "assigned_at", "routed_at", "pool_due_at", "sla_due_at",
-                                 "updated_at"])
+                                 "routing_held", "updated_at"])
         record_event(lead, LeadEvent.Kind.MANUAL_ASSIGNED, at=now, actor=actor, rep=rep,
                      **{"from": previous.user.username if previous else None, "to": rep.user.username,
                         "reason": reason})

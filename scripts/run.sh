@@ -9,15 +9,15 @@
 # drain, and SIGINT does nothing when make was started with SIGINT ignored (`make run &`, nohup).
 # Whatever is left after STOP_TIMEOUT seconds gets SIGTERM, then SIGKILL after as long again.
 #
-# Environment: PY (python of the virtualenv), PORT (8000), STOP_TIMEOUT (10 seconds), SITE_URL
-# (default: this server, http://127.0.0.1:$PORT).
+# Environment: PY (python of the virtualenv), PORT (8000), STOP_TIMEOUT (10 seconds); it sets
+# DEFAULT_SITE_URL (this server's address), which settings use when SITE_URL is not set.
 set -uo pipefail
 
 PY=${PY:-.venv/bin/python}
 PORT=${PORT:-8000}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
-# Links in notifications point at this server unless SITE_URL says otherwise (both processes send them).
-export SITE_URL=${SITE_URL:-http://127.0.0.1:$PORT}
+# Links in notifications point at this server unless SITE_URL (in the environment or .env) says otherwise.
+export DEFAULT_SITE_URL=http://127.0.0.1:$PORT
 groups=()       # process group ids
 first_signal=() # the signal each group is asked to stop with first
 

@@ -96,7 +96,7 @@ class LeadAdmin(admin.ModelAdmin):
     ]
     list_display_links = ["who"]
     list_filter = ["status", SlaFilter, "priority", "source", "pool", ("owner", OwnerFilter),
-                   "country", "industry"]
+                   "country", "industry", "routing_held"]
     search_fields = ["email", "company", "first_name", "last_name", "phone"]
     date_hierarchy = "received_at"
     list_select_related = ["owner__user", "pool", "rule"]
@@ -107,13 +107,13 @@ class LeadAdmin(admin.ModelAdmin):
     readonly_fields = [
         "status", "pool", "rule", "routed_at", "pooled_at", "assigned_at", "claimed_at", "notified_at",
         "first_touch_at", "closed_at", "sla_due_at", "escalation_step", "reassign_count", "merged_count",
-        "import_job", "created_at", "updated_at", "explain_link",
+        "import_job", "routing_held", "created_at", "updated_at", "explain_link",
     ]
     fieldsets = [
         ("Person", {"fields": [("first_name", "last_name"), ("email", "phone"), ("company", "title")]}),
         ("Routing attributes", {"fields": [("country", "region", "postcode"), ("industry", "company_size", "product"),
                                            ("source", "score", "priority"), "value", "received_at", "extra"]}),
-        ("Ownership", {"fields": [("status", "owner"), ("pool", "rule"), "explain_link"],
+        ("Ownership", {"fields": [("status", "owner"), ("pool", "rule"), "routing_held", "explain_link"],
                        "description": "Change the owner with the “Reassign to…” action so it is logged."}),
         ("Clock", {"fields": [("routed_at", "pooled_at", "assigned_at"),
                               ("claimed_at", "notified_at", "first_touch_at"),

@@ -27,7 +27,7 @@ from routing.intake_jobs import (
     import_job_start,
     rejected_columns_in,
 )
-from routing.models import ImportJob
+from routing.models import ImportJob, Lead
 
 PREVIEW_ROWS = 8
 ENCODING_NAMES = {
@@ -108,6 +108,8 @@ def intake_job(request: HttpRequest, pk: int) -> HttpResponse:
     """One import: the mapping preview while waiting, then live progress and the summary."""
     job = _get_job(pk)
     context = {"job": job, "errors": job.errors[:100], "can_manage": is_manager(request.user)}
+    if not job.route and job.status == ImportJob.Status.DONE:
+        context["held_now"] = job.leads.filter(status=Lead.Status.UNASSIGNED, routing_held=True).count()
     if job.awaiting_confirmation:
         context.update(_preview(job))
     if request.htmx and request.GET.get("part") == "progress":

@@ -10,7 +10,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -20,8 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from leadops.roles import is_manager, manager_required
 from reps.models import Rep
 from routing.models import Lead, LeadEvent
-from routing.services import LeadError, lead_assign_manual, lead_explain, route_leads
-from routing.tasks import enqueue
+from routing.services import LeadError, lead_assign_manual, lead_explain, lead_route_by_hand, leads_release_held
 
 UNASSIGNED_PAGE = 200
 
@@ -112,12 +110,8 @@ def unassigned(request: HttpRequest) -> HttpResponse:
 @manager_required
 @require_POST
 def unassigned_release_held(request: HttpRequest) -> HttpResponse:
-    """Hand every lead imported with "do not route" to routing: route_pending takes them now
-    (queued after this commits) and, for those nobody can take yet, every minute after."""
-    with transaction.atomic():
-        released = Lead.objects.filter(status=Lead.Status.UNASSIGNED, routing_held=True).update(routing_held=False)
-        if released:
-            transaction.on_commit(lambda: enqueue("routing.tasks.route_pending"))
+    """"Route all held leads": every lead imported with "do not route" goes to routing."""
+    released = leads_release_held(actor=request.user)
     if released:
         messages.success(request, f"{released} held lead{'s' if released != 1 else ''} released to routing: "
                                   "they are being routed now.")
@@ -143,9 +137,8 @@ def unassigned_route(request: HttpRequest, pk: int) -> HttpResponse:
     lead = Lead.objects.filter(pk=pk).first()
     if lead is None:
         raise Http404("No such lead")
-    # A manager routing it by hand ends a hold: if nobody can take it now, route_pending retries.
-    Lead.objects.filter(pk=pk, routing_held=True).update(routing_held=False)
-    counts = route_leads([pk], actor=request.user)
+    # Routing it by hand ends a hold: if nobody can take it now, route_pending retries.
+    counts = lead_route_by_hand(pk, actor=request.user)
     lead.refresh_from_db()
     if counts["assigned"]:
         note = f"Routed to {lead.owner.display_name}."

@@ -43,7 +43,7 @@ def test_a_refusal_is_a_page_with_the_way_back_not_a_bare_403(rep_client):
 
     assert response.status_code == 403
     body = response.content.decode()
-    assert "This page is not for your role" in body and 'href="/"' in body  # back to their own start page
+    assert "This page is not open to you" in body and 'href="/"' in body  # back to their own start page
 
 
 def test_ops_staff_cannot_open_the_board_or_reports(ops_client):

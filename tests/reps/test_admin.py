@@ -131,18 +131,25 @@ def test_a_manager_sets_a_reps_password_and_the_rep_can_log_in(manager_client, c
     assert "none yet" in manager_client.get(f"{CHANGELIST}{rep.pk}/change/").content.decode()
 
     response = manager_client.post(f"{CHANGELIST}{rep.pk}/password/",
-                                   {"password1": "Welcome-2026-leads", "password2": "Welcome-2026-leads"})
+                                   {"new_password1": "Welcome-2026-leads", "new_password2": "Welcome-2026-leads"})
 
     assert response.status_code == 302 and response["Location"] == f"{CHANGELIST}{rep.pk}/change/"
     assert client.login(username="newhire", password="Welcome-2026-leads")
 
 
-def test_a_manager_cannot_set_another_managers_password(manager_client):
-    colleague = RepFactory(user__username="other-manager", user__groups=[roles.MANAGERS, roles.REPS])
+@pytest.mark.parametrize("more", [
+    {"user__groups": [roles.MANAGERS, roles.REPS]},
+    {"user__groups": [roles.OPS, roles.REPS]},
+    {"user__groups": [roles.REPS], "user__is_staff": True},
+    {"user__groups": [roles.REPS], "user__is_superuser": True},
+], ids=["manager", "ops", "staff", "superuser"])
+def test_a_manager_cannot_set_the_password_of_someone_who_is_more_than_a_rep(manager_client, more):
+    """Setting it would let the manager act as them."""
+    colleague = RepFactory(user__username="more-than-a-rep", **more)
     before = colleague.user.password
 
     response = manager_client.post(f"{CHANGELIST}{colleague.pk}/password/",
-                                   {"password1": "Takeover-2026-x", "password2": "Takeover-2026-x"})
+                                   {"new_password1": "Takeover-2026-x", "new_password2": "Takeover-2026-x"})
 
     assert response.status_code == 403
     colleague.user.refresh_from_db()
@@ -150,4 +157,5 @@ def test_a_manager_cannot_set_another_managers_password(manager_client):
 
 
 def test_a_rep_cannot_reach_the_password_page(rep_client, rep):
-    assert rep_client.get(f"{CHANGELIST}{rep.pk}/password/").status_code in (302, 403)
+    response = rep_client.get(f"{CHANGELIST}{rep.pk}/password/")
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")

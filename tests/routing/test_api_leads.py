@@ -337,3 +337,20 @@ def test_a_token_records_when_it_was_last_used_to_the_minute(client, ops_user):
     post(client, "/api/leads/", {"email": "c@lead.example"}, headers)
     token.refresh_from_db()
     assert token.last_used_at > first
+
+
+def test_a_duplicate_posted_to_the_api_ends_the_hold_of_an_imported_lead_and_routes_it(client, ops_auth):
+    """A web-form repeat of someone an import held: the person is asking now, so the lead is routed."""
+    from routing.services import ruleset_create_draft, ruleset_publish
+
+    RepFactory(user__username="ann")
+    ruleset_publish(ruleset_create_draft(
+        {"name": "All", "rules": [{"name": "All", "candidates": {"reps": ["ann"]}, "strategy": "round_robin"}]}))
+    held = LeadFactory(email="held@x.example", routing_held=True)
+
+    resp = post(client, "/api/leads/", {"email": "HELD@x.example"}, ops_auth)
+
+    assert resp.status_code == 200 and resp.json()["duplicate_of"] == held.pk
+    assert (resp.json()["status"], resp.json()["owner"]) == ("assigned", "ann")
+    held.refresh_from_db()
+    assert not held.routing_held

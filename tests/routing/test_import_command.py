@@ -802,3 +802,26 @@ def test_leads_imported_with_routing_are_not_held(tmp_path):
     summary = run_import(write_csv(tmp_path, [["free@x.example", "F", "R", "Co", "DE", "", ""]]))
     assert summary["unassigned"] == 1  # no rule set yet
     assert Lead.objects.get(email="free@x.example").routing_held is False
+
+
+def test_a_routed_import_duplicating_a_held_lead_ends_its_hold(tmp_path):
+    """The person came back through a routed channel: the held lead goes to route_pending."""
+    publish_round_robin(["ann"])
+    run_import(write_csv(tmp_path, [["again@x.example", "A", "G", "Co", "DE", "", ""]], name="held.csv"), "--no-route")
+    other = LeadFactory(email="other@x.example", routing_held=True)
+
+    summary = run_import(write_csv(tmp_path, [["Again@x.example", "A", "G", "Co", "DE", "", ""]], name="fair.csv"))
+    call_command("route_pending", stdout=io.StringIO())
+
+    assert summary["merged"] == 1
+    lead = Lead.objects.get(email="again@x.example")
+    assert (lead.status, lead.routing_held, lead.merged_count) == ("assigned", False, 1)
+    other.refresh_from_db()
+    assert other.routing_held and other.status == "unassigned"  # not touched by this import
+
+
+def test_an_unrouted_import_duplicating_a_held_lead_keeps_it_held(tmp_path):
+    run_import(write_csv(tmp_path, [["again@x.example", "A", "G", "Co", "DE", "", ""]], name="a.csv"), "--no-route")
+    run_import(write_csv(tmp_path, [["again@x.example", "A", "G", "Co", "DE", "", ""]], name="b.csv"), "--no-route")
+
+    assert Lead.objects.get(email="again@x.example").routing_held

@@ -138,3 +138,11 @@ def test_routing_one_held_lead_by_hand_ends_its_hold(manager_client, held):
 def test_reps_cannot_release_held_leads(rep_client, held):
     assert rep_client.post(reverse("unassigned_release_held")).status_code == 403
     assert all(Lead.objects.filter(pk=h.pk, routing_held=True).exists() for h in held)
+
+
+def test_assigning_a_held_lead_by_hand_ends_its_hold(manager_client, held, rep):
+    lead = held[0]
+    manager_client.post(reverse("unassigned_assign", args=[lead.pk]), {"rep": rep.pk}, HTTP_HX_REQUEST="true")
+
+    lead.refresh_from_db()
+    assert (lead.owner, lead.routing_held) == (rep, False)

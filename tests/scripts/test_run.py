@@ -68,7 +68,7 @@ server = (
 )
 child = subprocess.Popen([sys.executable, "-c", server])
 with open(os.path.join(out, "site-url"), "w") as f:
-    f.write(os.environ.get("SITE_URL", ""))
+    f.write(os.environ.get("DEFAULT_SITE_URL", ""))
 record("server", os.getpid())
 record("server", child.pid)
 record("leader", os.getpid())
