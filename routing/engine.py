@@ -280,14 +280,23 @@ class RuleTrace:
         return out
 
     def to_compact(self) -> dict[str, Any]:
-        """A matched rule as stored by batch routing: short keys, candidates as [rep, chosen, reason]."""
+        """A matched rule as stored by batch routing: short keys; candidates as [rep, reason number]
+        with each distinct reason written once ("w") and the chosen one's position ("k"). Twenty
+        candidates share two or three reasons ("higher load 79 open"): written out, they were half
+        of every routed lead's timeline row. (`expand_tried` also reads the older [rep, chosen,
+        reason] form.)"""
         out: dict[str, Any] = {"r": self.rule, "i": self.index, "o": self.outcome}
         if self.strategy:
             out["s"] = self.strategy
         if self.note:
             out["n"] = self.note
         if self.ranked:
-            out["c"] = self.ranked
+            numbers: dict[str, int] = {}
+            out["c"] = [[name, numbers.setdefault(why, len(numbers))] for name, _, why in self.ranked]
+            out["w"] = list(numbers)
+            chosen = next((i for i, c in enumerate(self.ranked) if c[1]), None)
+            if chosen is not None:
+                out["k"] = chosen
         if self.excluded:
             out["x"] = dict(self.excluded)
         return out
@@ -392,7 +401,12 @@ def expand_tried(trace: Sequence[Any], rules: Mapping[int | str, RuleSpec]) -> l
             if step.get("n"):
                 item["note"] = step["n"]
             if step.get("c"):
-                item["candidates"] = [{"rep": r, "chosen": bool(c), "reason": why} for r, c, why in step["c"]]
+                if "w" in step:
+                    words, chosen = step["w"], step.get("k")
+                    item["candidates"] = [{"rep": r, "chosen": i == chosen, "reason": words[n]}
+                                          for i, (r, n) in enumerate(step["c"])]
+                else:  # stored before the reasons were numbered
+                    item["candidates"] = [{"rep": r, "chosen": bool(c), "reason": why} for r, c, why in step["c"]]
             if step.get("x"):
                 item["excluded"] = dict(step["x"])
             out.append(item)

@@ -131,3 +131,27 @@ def test_the_stored_compact_explanation_reads_back_as_the_full_one(cands, strate
     expanded = {k: v for k, v in stored.items() if k != "trace"}
     expanded["tried"] = expand_tried(stored["trace"], {spec.label: spec for spec in rs.all_rules()})
     assert expanded == full
+
+
+def test_a_shared_reason_is_stored_once_per_rule():
+    """Twenty reps with the same load: "lost the tie" is written once, not twenty times."""
+    cands = [CandidateState(username=f"rep{i:02d}", level="junior", open_count=3) for i in range(20)]
+    rs = rules({"name": "All", "candidates": ALL_LEVELS, "strategy": "load_balanced"})
+    d = decide({"country": "DE"}, rs, Roster(cands), {}, dt.datetime(2026, 12, 2, 10, tzinfo=dt.UTC),
+               random.Random(1))
+
+    text = json.dumps(d.compact_explanation())
+
+    assert text.count("lost the tie") == 1 and text.count("rep07") == 1
+
+
+def test_explanations_stored_before_the_reasons_were_numbered_still_read_back():
+    old = [{"r": "All", "i": 0, "o": "assigned to ann", "s": "round_robin",
+            "c": [["ann", True, "chosen: next in turn (first turn of this rule)"], ["bob", False, "not next in turn"]]}]
+
+    (step,) = expand_tried(old, {})
+
+    assert step["candidates"] == [
+        {"rep": "ann", "chosen": True, "reason": "chosen: next in turn (first turn of this rule)"},
+        {"rep": "bob", "chosen": False, "reason": "not next in turn"},
+    ]
