@@ -56,7 +56,8 @@ def test_a_released_lead_comes_back_on_the_other_reps_board_and_the_counts_follo
 
     alice.locator(f"#my-lead-{lead.pk}").get_by_role("button", name="Release").click()
 
-    expect(alice.locator("#my-leads")).not_to_contain_text("Boomerang BV")
+    expect(alice.locator(f"#my-lead-{lead.pk}")).to_have_count(0)
+    expect(alice.locator("#my-leads [role=status]")).to_contain_text("went back to the smb pool")
     expect(alice.locator(f"#pool-count-{pool.pk}")).to_contain_text("1 waiting", timeout=LIVE)
     expect(alice.locator(f"#pool-count-{pool.pk}")).to_contain_text("you hold 0 of 5")
     expect(alice.locator(f"#claim-{lead.pk}")).to_be_visible(timeout=LIVE)
