@@ -302,10 +302,15 @@ class RuleTrace:
         return out
 
 
-@functools.lru_cache(maxsize=16)
-def _isoformat(moment: dt.datetime, zone: dt.tzinfo | None) -> str:
-    """The leads of a batch share one `now`: its text is made once, not once per explanation. (Equal
-    instants in different zones are equal keys: `zone` keeps each one's own offset in its text.)"""
+def iso_text(moment: dt.datetime) -> str:
+    """`moment.isoformat()`, made once per instant: the leads of a batch share a few (its `now`, its
+    SLA deadlines), which every explanation, event row and assignment array writes out again."""
+    return _iso_text(moment, moment.tzinfo)
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_text(moment: dt.datetime, zone: dt.tzinfo | None) -> str:
+    # Equal instants in different zones are equal keys: `zone` keeps each one's own offset in its text.
     return moment.isoformat()
 
 
@@ -373,7 +378,7 @@ class Decision:
             "pool": self.pool_name,
             "summary": self.summary(),
             "ruleset_version": self.version,
-            "at": _isoformat(self.now, self.now.tzinfo) if self.now else None,
+            "at": iso_text(self.now) if self.now else None,
         }
 
     def compact_explanation(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from routing.engine import (
     Decision,
     Roster,
     decide,
+    iso_text,
     lead_data,
 )
 from routing.models import Lead, LeadEvent, Pool, Rule, RuleCursor, RuleSet
@@ -445,12 +446,8 @@ def _events_copy_text(rows: list[EventRow]) -> str:
     than PostgreSQL took to store them. Kinds are fixed words; `detail` is JSON, which escapes its
     own control characters, so only its backslashes need doubling (the translate covers all)."""
     lines = []
-    moments: dict[dt.datetime, str] = {}
     for lead_id, kind, at, actor_id, rep_id, rule_id, pool_id, detail in rows:
-        when = moments.get(at)
-        if when is None:
-            when = moments[at] = at.isoformat()
-        lines.append(f"{lead_id}\t{kind}\t{when}\t{copy_value(actor_id)}\t{copy_value(rep_id)}\t{copy_value(rule_id)}\t"
+        lines.append(f"{lead_id}\t{kind}\t{iso_text(at)}\t{copy_value(actor_id)}\t{copy_value(rep_id)}\t{copy_value(rule_id)}\t"
                      f"{copy_value(pool_id)}\t{copy_json(_json(detail))}\n")
     return "".join(lines)
 
@@ -501,15 +498,11 @@ def _write_assignments(
 def _array_literal(values: Iterable[Any]) -> str:
     """A PostgreSQL array literal of ids, aware datetimes or timestamps as PostgreSQL wrote them
     (NULL for None)."""
-    moments: dict[dt.datetime, str] = {}  # a batch's leads share a few instants (now, SLA deadlines)
-
     def text(v: Any) -> str:
         if v is None:
             return "NULL"
         if isinstance(v, dt.datetime):
-            if (iso := moments.get(v)) is None:
-                iso = moments[v] = f'"{v.isoformat()}"'
-            return iso
+            return f'"{iso_text(v)}"'
         return f'"{v}"' if isinstance(v, str) else str(v)
 
     return "{" + ",".join(map(text, values)) + "}"

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import OuterRef, Subquery
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -96,14 +96,13 @@ def _reps():
 @manager_required
 @require_GET
 def unassigned(request: HttpRequest) -> HttpResponse:
-    waiting = Lead.objects.filter(status=Lead.Status.UNASSIGNED)
-    total = waiting.count()
-    held = waiting.filter(routing_held=True).count()
+    counts = Lead.objects.filter(status=Lead.Status.UNASSIGNED).aggregate(
+        total=Count("id"), held=Count("id", filter=Q(routing_held=True)))
     leads = list(_unassigned_leads()[:UNASSIGNED_PAGE])
     for lead in leads:
         lead.reason = _why(lead)
     return TemplateResponse(request, "routing/unassigned.html", {
-        "leads": leads, "total": total, "held": held, "reps": _reps(), "page_size": UNASSIGNED_PAGE,
+        "leads": leads, **counts, "reps": _reps(), "page_size": UNASSIGNED_PAGE,
     })
 
 
