@@ -1,8 +1,10 @@
 """Lead intake: one pipeline for the import command, the web upload and the API.
 
-parse → map columns → normalise → validate → dedupe → write → route, a chunk at a time, so
+parse → map columns → normalise → validate → dedupe → route → write, a chunk at a time, so
 memory stays flat however large the file is. Duplicates (an open lead with the same email,
-case-insensitive) are merged into the existing lead, which keeps its owner.
+case-insensitive) are merged into the existing lead, which keeps its owner. New leads are decided
+before they are written and stored with their owners, in the chunk's transaction
+(services.NewLeadRouter).
 
 Writes are set-based: one query finds every duplicate of a chunk; PostgreSQL loads new leads and
 their events with COPY straight into the tables; SQLite uses bulk inserts. Each chunk commits on
@@ -10,8 +12,8 @@ its own, so a crash loses no reported row and progress is real.
 
 On PostgreSQL three things run at once: a forked worker process parses and cleans the file (where
 forking is safe, see leadops.forking.can_fork; otherwise a thread of this process does), this
-process looks each chunk's duplicates up, and a writer thread writes the previous chunk (see
-Importer.run and _run_pipelined).
+process looks each chunk's duplicates up and decides its new leads' owners, and a writer thread
+writes the previous chunk (see Importer.run, _run_pipelined and _decide_ahead).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -35,6 +38,7 @@ from leadops.forking import can_fork, iterate_in_fork
 from leadops.threads import fewer_collections, responsive_threads
 from routing import services
 from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
+from routing.engine import iso_text
 from routing.intake_normalise import LeadCleaner, row_cleaner
 from routing.models import ImportJob, Lead, LeadEvent
 from routing.pgcopy import copy_json, copy_unescape, copy_value
@@ -42,10 +46,6 @@ from routing.pgcopy import copy_json, copy_unescape, copy_value
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 5000
-# New leads are routed in runs of at least this many (and at the end): route_leads decides one
-# batch while it writes the previous one, and a 5,000-lead chunk is too short a run for that
-# overlap to pay (the first batch's deciding and the last batch's writing overlap nothing).
-ROUTE_RUN = 20_000
 _ISO_CACHE = 10_000  # distinct received_at texts kept while parsing
 # Fields a duplicate may fill in on the lead it merges into (never owner/status: the lead keeps them).
 FILLABLE = [f for f in FIELDS if f not in ("email", "received_at", "source", "priority")]
@@ -108,6 +108,14 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
+class _Ahead(NamedTuple):
+    """A chunk's new leads as the main thread predicted and decided them (Importer._decide_ahead)."""
+
+    shape: list[tuple[int, list[int]]]  # (row, rows merged into it) of each new lead, in file order
+    ids: list[int]
+    plan: tuple[int, Any]  # NewLeadRouter.plan_ahead's
+
+
 class Importer:
     """Runs one CSV through the pipeline. `on_progress(result, rows_done)` is called per chunk."""
 
@@ -147,8 +155,10 @@ class Importer:
         self._copy_text = False
         self._committed = 0  # chunks the writer has committed; only the writer sets it
         self._recent: dict[int, dict[str, int]] = {}  # chunk index -> {email: new lead id}, writer only
+        self._predicted: dict[int, set[str]] = {}  # chunk index -> emails of its predicted new leads, main thread only
         self._iso: dict[dt.datetime, str] = {}  # received_at -> its ISO text, for the COPY and the event
-        self._unrouted: list[int] = []  # new leads committed and not routed yet (ROUTE_RUN)
+        # Each chunk's new leads are decided in the chunk's transaction, before they are written.
+        self._router = services.NewLeadRouter(now=self.now, actor=actor) if route and not dry_run else None
 
     # -- parse and validate -------------------------------------------------------------
     def _plan(self, csvfile: CsvFile) -> list[tuple[int, str, str]]:
@@ -276,7 +286,7 @@ class Importer:
         created since (`_recent`), so in-file duplicates are still found however far apart they are."""
         chunks: queue.Queue = queue.Queue(maxsize=1)
         failures: list[BaseException] = []
-        self._committed, self._recent = 0, {}
+        self._committed, self._recent, self._predicted = 0, {}, {}
 
         def writer() -> None:
             try:
@@ -292,62 +302,83 @@ class Importer:
         with responsive_threads():
             thread.start()
             try:
-                for n, valid in parsed:
+                for index, (n, valid) in enumerate(parsed):
                     if failures:
                         break
                     committed = self._committed  # read before the query: all of these are visible to it
                     existing = _open_leads_by_email(_emails(valid))
-                    chunks.put((n, valid, (committed, existing)))
+                    ahead = None
+                    if self._router is not None and self._router.deciding_ahead:
+                        ahead = self._decide_ahead(index, valid, committed, existing, failures)
+                    chunks.put((n, valid, (committed, existing), ahead))
             finally:
                 chunks.put(None)
                 thread.join()
         if failures:
             raise failures[0]
 
-    def _consume(self, n: int, valid: list[_Row], lookup: tuple[int, dict[str, int]] | None = None) -> None:
+    def _decide_ahead(
+        self, index: int, valid: list[_Row], committed: int, existing: dict[str, int], failures: list
+    ) -> _Ahead | None:
+        """In the main thread, while the writer writes the chunks before: predict which rows of chunk
+        `index` create leads (the lookup's open leads and the leads of the chunks still in flight are
+        merged into), draw their ids and decide them (`NewLeadRouter.plan_ahead`). The writer uses the
+        plan only if its own dedupe finds exactly these new leads and merges (`_write_chunk`)."""
+        for i in [i for i in self._predicted if i < committed]:
+            del self._predicted[i]  # committed: the lookup saw those leads
+        in_flight: set[str] = set().union(*self._predicted.values())
+        creators: list[_Row] = []
+        merges: dict[str, list[_Row]] = {}
+        for r in valid:
+            email = r.email
+            if email and (email in existing or email in in_flight):
+                continue
+            if email and email in merges:
+                merges[email].append(r)
+                continue
+            creators.append(r)
+            if email:
+                merges[email] = []
+        self._predicted[index] = set(merges)
+        if not creators:
+            return None
+        leads: list[tuple[int, dict[str, Any]]] = []
+        with connection.cursor() as cur:
+            ids = _lead_ids(cur, len(creators))
+        for pk, r in zip(ids, creators, strict=True):
+            dups = merges.get(r.email) if r.email else None
+            if dups:
+                data = dict(r.data)  # the writer fills the row's own values in the same way
+                for dup in dups:
+                    _fill_blanks(data, dup.data)
+            else:
+                data = r.data
+            leads.append((pk, data))
+
+        def settled() -> None:  # every chunk before this one committed
+            while self._committed < index and not failures:
+                time.sleep(0.002)
+
+        plan = self._router.plan_ahead(leads, settled)  # type: ignore[union-attr]
+        if plan is None:
+            return None
+        return _Ahead([(r.row, [d.row for d in merges.get(r.email, ())] if r.email else []) for r in creators],
+                      ids, plan)
+
+    def _consume(self, n: int, valid: list[_Row], lookup: tuple[int, dict[str, int]] | None = None,
+                 ahead: _Ahead | None = None) -> None:
         self.result.rows += n
         if self.dry_run:
             self._dry_chunk(valid)
         else:
-            created_ids = self._write_chunk(valid, lookup)
-            if self.route and created_ids:
-                self._unrouted += created_ids
-                if len(self._unrouted) >= ROUTE_RUN:
-                    self._route_unrouted()
-            else:
-                # Not routed means left unassigned, so created == assigned + pooled + unassigned holds.
-                self.result.unassigned += len(created_ids)
+            self._write_chunk(valid, lookup, ahead)
         self._done += n
         if self.on_progress:
             self.on_progress(self.result, self._done)
 
     def _consume_all(self, chunks: Iterable[tuple]) -> None:
-        """Write every chunk, then route what is still unrouted. When a chunk fails, the leads
-        committed before it are routed all the same (outside a caller's transaction: inside one,
-        the failure takes them back) unless routing is what failed. An interrupted import (Ctrl-C,
-        a stopped worker) leaves them to the `route_pending` task."""
-        try:
-            for chunk in chunks:
-                self._consume(*chunk)
-        except BaseException as exc:
-            if isinstance(exc, Exception) and self._unrouted and not connection.in_atomic_block:
-                try:
-                    self._route_unrouted()
-                except Exception:
-                    log.exception("routing the leads an import committed before it stopped failed")
-            raise
-        self._route_unrouted()
-
-    def _route_unrouted(self) -> None:
-        ids, self._unrouted = self._unrouted, []
-        if ids:
-            self._route(ids)
-
-    def _route(self, ids: list[int]) -> None:
-        counts = services.route_leads(ids, now=self.now, actor=self.actor)
-        self.result.assigned += counts.get("assigned", 0)
-        self.result.pooled += counts.get("pooled", 0)
-        self.result.unassigned += counts.get("unassigned", 0)
+        for chunk in chunks:
+            self._consume(*chunk)
 
     def _dedupe(self, valid: list[_Row], existing: dict[str, int]) -> tuple[list[_Row], dict[int, list[_Row]]]:
         """Split a chunk into new leads (with in-file duplicates folded in) and merges into old ones."""
@@ -375,14 +406,20 @@ class Importer:
         self.result.merged += sum(len(c.merges) for c in creators) + sum(len(v) for v in into_existing.values())
         self._dry_seen |= emails
 
-    def _write_chunk(self, valid: list[_Row], lookup: tuple[int, dict[str, int]] | None = None) -> list[int]:
-        """Dedupe and write one chunk in one transaction. `lookup` is the pipelined run's: (chunks committed
-        when the main thread looked the chunk's emails up, the open leads it found)."""
+    def _write_chunk(self, valid: list[_Row], lookup: tuple[int, dict[str, int]] | None = None,
+                     ahead: _Ahead | None = None) -> None:
+        """Dedupe, write and route one chunk in one transaction. `lookup` and `ahead` are the pipelined
+        run's: (chunks committed when the main thread looked the chunk's emails up, the open leads it
+        found), and its prediction of the chunk's new leads with their routing decided."""
         index = self._committed if lookup is not None else 0
         if not valid:
             self._finish_chunk(index, lookup, [])
-            return []
+            return
+        router = self._router
+        routed: dict[str, int] | None = None
         with transaction.atomic():
+            if router is not None:
+                router.lock()  # the cursors before any lead row (see NewLeadRouter)
             if lookup is None:
                 existing = _open_leads_by_email(_emails(valid))
                 if connection.vendor == "postgresql":
@@ -395,10 +432,28 @@ class Importer:
                     if _fill_blanks(c.data, dup.data) or dup.data.get("extra"):
                         c.copy_body = None  # its values changed since they were formatted
             if connection.vendor == "postgresql":
-                merged = _write_chunk_pg(creators, into_existing, source=self.source, job=self.job,
+                # The leads are decided before they are written, and stored with their owners.
+                owners = None
+                if router is not None and ahead is not None:
+                    shape = [(r.row, [d.row for d in r.merges]) for r in creators]
+                    owners = router.take(ahead.plan, fits=shape == ahead.shape)
+                if owners is not None:
+                    ids = ahead.ids  # type: ignore[union-attr]
+                elif creators:
+                    with connection.cursor() as cur:
+                        ids = _lead_ids(cur, len(creators))
+                else:
+                    ids = []
+                for pk, r in zip(ids, creators, strict=True):
+                    r.lead_id = pk
+                if owners is None:
+                    owners = router.decide([(r.lead_id, r.data) for r in creators]) if router else {}  # type: ignore[misc]
+                merged = _write_chunk_pg(creators, into_existing, owners, source=self.source, job=self.job,
                                          held=not self.route)
             else:
                 _insert_leads_orm(creators, source=self.source, job=self.job, held=not self.route)
+                if router is not None:
+                    router.decide([(r.lead_id, r.data) for r in creators])  # type: ignore[misc]
                 merge_events = [
                     _merge_event(c.lead_id, dup, self.source)  # type: ignore[arg-type]
                     for c in creators for dup in c.merges
@@ -407,11 +462,18 @@ class Importer:
                     merge_events += _merge_into_existing(into_existing, self.source, release_held=self.route)
                 LeadEvent.objects.bulk_create(merge_events, batch_size=1000)
                 merged = len(merge_events)
-        ids = [c.lead_id for c in creators]  # type: ignore[misc]
+            if router is not None:
+                routed = router.finish(stored=connection.vendor == "postgresql")
         self.result.created += len(creators)
         self.result.merged += merged
+        if routed is None:
+            # Not routed means left unassigned, so created == assigned + pooled + unassigned holds.
+            self.result.unassigned += len(creators)
+        else:
+            self.result.assigned += routed["assigned"]
+            self.result.pooled += routed["pooled"]
+            self.result.unassigned += routed["unassigned"]
         self._finish_chunk(index, lookup, creators)
-        return ids
 
     def _complete_lookup(self, valid: list[_Row], committed: int, existing: dict[str, int]) -> dict[str, int]:
         """Add the leads created by chunks the lookup could not see yet (index >= committed), oldest first."""
@@ -627,7 +689,7 @@ _TEXT_FIELDS = [f for f in FIELDS if f not in ("company_size", "score", "value",
 # so the bookkeeping columns of a new lead are written out too.
 _LEAD_COPY = ["id", *_TEXT_FIELDS, "company_size", "score", "value", "received_at", "extra", "merged_count",
               "import_job_id", "status", "escalation_step", "reassign_count", "pool_stage", "routing_held",
-              "created_at", "updated_at"]
+              "created_at", "updated_at", "owner_id", "assigned_at", "routed_at", "rule_id", "sla_due_at"]
 _BODY_TABS = len(_TEXT_FIELDS) + 4
 _seq_names: dict[str, str] = {}
 
@@ -683,14 +745,16 @@ def _lead_ids(cur, n: int) -> list[int]:
 
 
 def _write_chunk_pg(
-    creators: list[_Row], into_existing: dict[int, list[_Row]], *, source: str, job: ImportJob | None, held: bool
+    creators: list[_Row], into_existing: dict[int, list[_Row]], owners: dict[int, services.AssignRow], *,
+    source: str, job: ImportJob | None, held: bool,
 ) -> int:
-    """Write a chunk's new leads, their `received` events and every `merged` event with two COPYs
-    straight into the real tables (no staging table, no INSERT … SELECT), plus one UPDATE for the
-    leads that duplicates merged into. Returns the number of merged events.
+    """Write a chunk's new leads (numbered already: `_Row.lead_id`), their `received` events and every
+    `merged` event with two COPYs straight into the real tables (no staging table, no INSERT … SELECT),
+    plus one UPDATE for the leads that duplicates merged into. Returns the number of merged events.
 
+    The leads in `owners` (lead id → the routing decision's row) are written assigned to their owner.
     Each lead's COPY text was formatted where it was parsed (`_copy_body`): this thread keeps the
-    database busy, so it only adds the id and the merge count.
+    database busy, so it only adds the id, the merge count and the owner.
     """
     now = timezone.now()
     now_iso = now.isoformat()
@@ -699,14 +763,22 @@ def _write_chunk_pg(
         events: list[str] = []
         source_json = copy_json(json.dumps(source))
         if creators:
-            ids = _lead_ids(cur, len(creators))
             job_id = str(job.pk) if job else "\\N"
-            tail = f"\t{job_id}\tunassigned\t0\t0\t\t{'t' if held else 'f'}\t{now_iso}\t{now_iso}\n"
+            common = f"\t{job_id}\t%s\t0\t0\t\t{'t' if held else 'f'}\t{now_iso}\t{now_iso}\t"
+            waiting = common % "unassigned" + "\\N\t\\N\t\\N\t\\N\t\\N\n"
+            assigned = common % "assigned"
             lines: list[str] = []
-            for pk, r in zip(ids, creators, strict=True):
-                r.lead_id = pk
+            for r in creators:
+                pk = r.lead_id
                 body = r.copy_body or _copy_body(r.data)
-                lines.append(f"{pk}\t{body}\t{len(r.merges)}{tail}")
+                if (owner := owners.get(pk)) is None:
+                    lines.append(f"{pk}\t{body}\t{len(r.merges)}{waiting}")
+                else:
+                    # (id, owner, routed_at, rule, sla_due_at), as batch routing's UPDATE writes them.
+                    _, rep_id, routed_at, rule_id, sla_due = owner
+                    routed_iso = iso_text(routed_at)
+                    lines.append(f"{pk}\t{body}\t{len(r.merges)}{assigned}{rep_id}\t{routed_iso}\t{routed_iso}\t"
+                                 f"{copy_value(rule_id)}\t{copy_value(sla_due and iso_text(sla_due))}\n")
                 at = r.received_iso or r.data["received_at"].isoformat()  # formatted once, when parsed
                 events.append(f'{pk}\treceived\t{at}\t{{"row": {r.row}, "source": {source_json}}}\n')
                 for dup in r.merges:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from routing.models import Lead, LeadEvent
 from tests.factories import LeadFactory, RepFactory
@@ -725,29 +726,144 @@ def publish_round_robin(names: list[str]) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_new_leads_are_routed_in_runs_of_several_chunks_and_the_rest_at_the_end(tmp_path, monkeypatch, forks):
-    """Routing waits for ROUTE_RUN new leads (a longer run overlaps deciding with writing better) and
-    routes what is left when the file ends: every lead is routed once, in turn, in file order."""
+def test_each_chunk_commits_with_its_leads_already_routed(tmp_path, forks):
+    """A chunk's new leads are decided before they are written and stored with their owners: no lead
+    of a running import ever sits unassigned (for route_pending or a manager to see), progress counts
+    them as assigned chunk by chunk, and round robin goes in turn in file order across chunks."""
     from routing import intake
     from routing.csvio import open_path
 
-    monkeypatch.setattr(intake, "ROUTE_RUN", 120)
     publish_round_robin(["ann", "bob", "cyd"])
-    routed_runs: list[int] = []
-    route = intake.Importer._route
-    monkeypatch.setattr(intake.Importer, "_route", lambda self, ids: (routed_runs.append(len(ids)), route(self, ids)))
-    rows = failing_rows(400)
-    csvfile, stream = open_path(write_csv(tmp_path, rows))
+    seen: list[tuple[int, int, int]] = []
 
+    def progress(result, done):  # the writer thread, after each chunk's commit
+        stored = Lead.objects.all()
+        seen.append((result.assigned, stored.filter(status="assigned").count(),
+                     stored.exclude(status="assigned").count()))
+
+    csvfile, stream = open_path(write_csv(tmp_path, failing_rows(400)))
     with stream:
-        result = intake.Importer(source="t", chunk_rows=50).run(csvfile)
+        result = intake.Importer(source="t", chunk_rows=50, on_progress=progress).run(csvfile)
 
     assert forks == [1]
     assert (result.rows, result.created, result.failed, result.assigned) == (400, 376, 24, 376)
-    assert sum(routed_runs) == 376 and all(n >= 120 for n in routed_runs[:-1]) and len(routed_runs) == 3
+    assert len(seen) == 8 and all(counted == stored and waiting == 0 for counted, stored, waiting in seen)
+    assert [counted for counted, _, _ in seen] == sorted({counted for counted, _, _ in seen})  # grows every chunk
     in_file_order = list(Lead.objects.order_by("id").values_list("owner__user__username", flat=True))
     assert in_file_order == [["ann", "bob", "cyd"][i % 3] for i in range(376)]
     assert LeadEvent.objects.filter(kind="routed").count() == 376
+    lead = Lead.objects.order_by("id").first()
+    assert lead.assigned_at == lead.routed_at and lead.rule.name == "Everyone"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_chunks_decided_ahead_are_used_only_while_nobody_else_routes(tmp_path, monkeypatch, forks):
+    """The main thread decides each chunk while the writer writes the one before. Alone, the writer
+    uses those decisions as they are. A lead routed by the API between two chunks moves the round
+    robin: the plan made before it no longer holds, so the writer decides from then on under the
+    locks — and the turn order stays exact across the import's leads and the API's."""
+    from routing import intake, services
+    from routing.csvio import open_path
+
+    publish_round_robin(["ann", "bob", "cyd"])
+    decided_by_writer: list[int] = []
+    decide = services.NewLeadRouter.decide
+    monkeypatch.setattr(services.NewLeadRouter, "decide",
+                        lambda self, leads: (decided_by_writer.append(len(leads)), decide(self, leads))[1])
+
+    def run(name: str, rows: list[list[str]], on_progress=None):
+        csvfile, stream = open_path(write_csv(tmp_path, rows, name=name))
+        with stream:
+            return intake.Importer(source="t", chunk_rows=50, on_progress=on_progress).run(csvfile)
+
+    result = run("alone.csv", [[f"a{i}@x.example", "A", str(i), "Co", "DE", "", ""] for i in range(200)])
+    assert result.assigned == 200 and decided_by_writer == []
+
+    def api_lead_after_first_chunk(result, done):
+        if done == 50:
+            lead, _ = intake.lead_receive(_api_data("api@x.example"), source="api")
+            services.lead_route(lead)
+
+    result = run("busy.csv", [[f"b{i}@x.example", "B", str(i), "Co", "DE", "", ""] for i in range(200)],
+                 api_lead_after_first_chunk)
+
+    assert result.assigned == 200 and sum(decided_by_writer) == 150  # the three chunks after the API's lead
+    assert forks == [1, 1]
+    turns = list(LeadEvent.objects.filter(kind="routed").order_by("id").values_list("rep__user__username", flat=True))
+    assert len(turns) == 401
+    assert turns == [["ann", "bob", "cyd"][i % 3] for i in range(401)]
+
+
+def _api_data(email: str) -> dict:
+    from routing.csvio import FIELDS
+
+    data = dict.fromkeys(FIELDS, "")
+    data.update(email=email, country="DE", company_size=None, score=None, value=None, priority="normal",
+                received_at=timezone.now(), extra={})
+    return data
+
+
+def test_an_import_sends_leads_to_pools_and_explains_the_ones_nobody_takes(tmp_path):
+    """Every outcome of a decision, made while the chunk is written: assigned, pooled, and left
+    unassigned with the reason on the lead's timeline."""
+    from routing.services import ruleset_create_draft, ruleset_publish
+    from tests.factories import PoolFactory
+
+    RepFactory(user__username="ann")
+    PoolFactory(name="smb")
+    ruleset_publish(ruleset_create_draft({"name": "Import", "rules": [
+        {"name": "SMB", "when": [{"field": "score", "op": "lt", "value": 20}], "pool": "smb"},
+        {"name": "Germany", "when": [{"field": "country", "op": "eq", "value": "DE"}],
+         "candidates": {"reps": ["ann"]}, "strategy": "round_robin", "sla_minutes": 30}]}))
+    rows = [["de@x.example", "D", "E", "Co", "DE", "50", "normal"],
+            ["small@x.example", "S", "M", "Co", "DE", "10", "normal"],
+            ["fr@x.example", "F", "R", "Co", "FR", "50", "normal"]]
+
+    summary = run_import(write_csv(tmp_path, rows))
+
+    assert (summary["created"], summary["assigned"], summary["pooled"], summary["unassigned"]) == (3, 1, 1, 1)
+    by_email = {lead.email: lead for lead in Lead.objects.select_related("owner__user", "pool")}
+    assert (by_email["de@x.example"].status, by_email["de@x.example"].owner.user.username) == ("assigned", "ann")
+    assert by_email["de@x.example"].sla_due_at > by_email["de@x.example"].assigned_at  # the rule's SLA runs
+    assert (by_email["small@x.example"].status, by_email["small@x.example"].pool.name) == ("pooled", "smb")
+    assert (by_email["fr@x.example"].status, by_email["fr@x.example"].owner) == ("unassigned", None)
+    kinds = {email: list(LeadEvent.objects.filter(lead=lead).order_by("id").values_list("kind", flat=True))
+             for email, lead in by_email.items()}
+    assert kinds == {"de@x.example": ["received", "routed"], "small@x.example": ["received", "pooled"],
+                     "fr@x.example": ["received", "unassigned"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_whose_routing_fails_leaves_no_lead_of_it_behind(tmp_path, monkeypatch):
+    """Routing is part of the chunk's transaction: when it fails, the chunk's leads are not stored
+    unrouted (or half-assigned); the chunks before it stay, routed."""
+    from routing import services
+    from routing.csvio import open_path
+
+    publish_round_robin(["ann", "bob"])
+    apply = services._apply_plan
+    calls: list[int] = []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the owner's row is gone")
+        return apply(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_apply_plan", second_fails)
+    csvfile, stream = open_path(write_csv(tmp_path, [[f"c{i}@x.example", "C", str(i), "Co", "DE", "", ""]
+                                                     for i in range(150)]))
+
+    from routing.intake import Importer
+
+    with stream, pytest.raises(RuntimeError, match="the owner's row is gone"):
+        Importer(source="t", chunk_rows=50).run(csvfile)
+
+    assert Lead.objects.count() == 50
+    assert set(Lead.objects.values_list("status", flat=True)) == {"assigned"}
+    assert LeadEvent.objects.filter(kind="routed").count() == 50
+    assert not LeadEvent.objects.exclude(lead__in=Lead.objects.all()).exists()
 
 
 @pytest.mark.postgres
@@ -773,8 +889,7 @@ def test_leads_committed_before_a_chunk_fails_are_still_routed(tmp_path, monkeyp
     with stream, pytest.raises(RuntimeError, match="the disk is full"):
         intake.Importer(source="t", chunk_rows=50).run(csvfile)
 
-    # The first two chunks committed (fewer than ROUTE_RUN leads, so not routed yet when the third
-    # failed); they are routed on the way out. The third chunk left nothing behind.
+    # The first two chunks committed, each with its leads routed; the third left nothing behind.
     assert Lead.objects.count() == 100
     assert set(Lead.objects.values_list("status", flat=True)) == {"assigned"}
     assert LeadEvent.objects.filter(kind="routed").count() == 100
