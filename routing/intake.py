@@ -2,9 +2,9 @@
 
 parse → map columns → normalise → validate → dedupe → route → write, a chunk at a time, so
 memory stays flat however large the file is. Duplicates (an open lead with the same email,
-case-insensitive) are merged into the existing lead, which keeps its owner. New leads are decided
-before they are written and stored with their owners, in the chunk's transaction
-(services.NewLeadRouter).
+case-insensitive) are merged into the existing lead, which keeps its owner. New leads are routed
+in the chunk's own transaction (services.NewLeadRouter): on PostgreSQL decided before they are
+written and stored with their owners, on SQLite assigned right after they are inserted.
 
 Writes are set-based: one query finds every duplicate of a chunk; PostgreSQL loads new leads and
 their events with COPY straight into the tables; SQLite uses bulk inserts. Each chunk commits on
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,8 +40,6 @@ from routing.engine import iso_text
 from routing.intake_normalise import LeadCleaner, row_cleaner
 from routing.models import ImportJob, Lead, LeadEvent
 from routing.pgcopy import copy_json, copy_unescape, copy_value
-
-log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 5000
 _ISO_CACHE = 10_000  # distinct received_at texts kept while parsing
@@ -113,7 +109,7 @@ class _Ahead(NamedTuple):
 
     shape: list[tuple[int, list[int]]]  # (row, rows merged into it) of each new lead, in file order
     ids: list[int]
-    plan: tuple[int, Any]  # NewLeadRouter.plan_ahead's
+    plan: services.AheadPlan
 
 
 class Importer:
@@ -154,10 +150,12 @@ class Importer:
         self._fast: Callable[[list[str]], dict[str, Any] | None] = lambda cells: None
         self._copy_text = False
         self._committed = 0  # chunks the writer has committed; only the writer sets it
+        self._writer_failed = False
+        self._progress = threading.Condition()  # notified when _committed or _writer_failed change
         self._recent: dict[int, dict[str, int]] = {}  # chunk index -> {email: new lead id}, writer only
         self._predicted: dict[int, set[str]] = {}  # chunk index -> emails of its predicted new leads, main thread only
         self._iso: dict[dt.datetime, str] = {}  # received_at -> its ISO text, for the COPY and the event
-        # Each chunk's new leads are decided in the chunk's transaction, before they are written.
+        # Each chunk's new leads are routed in the chunk's own transaction.
         self._router = services.NewLeadRouter(now=self.now, actor=actor) if route and not dry_run else None
 
     # -- parse and validate -------------------------------------------------------------
@@ -286,13 +284,16 @@ class Importer:
         created since (`_recent`), so in-file duplicates are still found however far apart they are."""
         chunks: queue.Queue = queue.Queue(maxsize=1)
         failures: list[BaseException] = []
-        self._committed, self._recent, self._predicted = 0, {}, {}
+        self._committed, self._writer_failed, self._recent, self._predicted = 0, False, {}, {}
 
         def writer() -> None:
             try:
                 self._consume_all(iter(chunks.get, None))
             except BaseException as exc:
                 failures.append(exc)
+                with self._progress:
+                    self._writer_failed = True
+                    self._progress.notify_all()
                 while chunks.get() is not None:  # let the parser finish putting
                     pass
             finally:
@@ -307,9 +308,7 @@ class Importer:
                         break
                     committed = self._committed  # read before the query: all of these are visible to it
                     existing = _open_leads_by_email(_emails(valid))
-                    ahead = None
-                    if self._router is not None and self._router.deciding_ahead:
-                        ahead = self._decide_ahead(index, valid, committed, existing, failures)
+                    ahead = self._decide_ahead(index, valid, committed, existing) if self._router else None
                     chunks.put((n, valid, (committed, existing), ahead))
             finally:
                 chunks.put(None)
@@ -317,13 +316,21 @@ class Importer:
         if failures:
             raise failures[0]
 
-    def _decide_ahead(
-        self, index: int, valid: list[_Row], committed: int, existing: dict[str, int], failures: list
-    ) -> _Ahead | None:
+    def _decide_ahead(self, index: int, valid: list[_Row], committed: int, existing: dict[str, int]) -> _Ahead | None:
         """In the main thread, while the writer writes the chunks before: predict which rows of chunk
         `index` create leads (the lookup's open leads and the leads of the chunks still in flight are
         merged into), draw their ids and decide them (`NewLeadRouter.plan_ahead`). The writer uses the
         plan only if its own dedupe finds exactly these new leads and merges (`_write_chunk`)."""
+        router = self._router
+        assert router is not None
+
+        def settled() -> None:  # every chunk before this one committed (or the writer failed)
+            with self._progress:
+                self._progress.wait_for(lambda: self._committed >= index or self._writer_failed)
+
+        if not router.ready_ahead(settled):
+            self._predicted.clear()
+            return None
         for i in [i for i in self._predicted if i < committed]:
             del self._predicted[i]  # committed: the lookup saw those leads
         in_flight: set[str] = set().union(*self._predicted.values())
@@ -354,14 +361,7 @@ class Importer:
             else:
                 data = r.data
             leads.append((pk, data))
-
-        def settled() -> None:  # every chunk before this one committed
-            while self._committed < index and not failures:
-                time.sleep(0.002)
-
-        plan = self._router.plan_ahead(leads, settled)  # type: ignore[union-attr]
-        if plan is None:
-            return None
+        plan = router.plan_ahead(leads, settled)
         return _Ahead([(r.row, [d.row for d in merges.get(r.email, ())] if r.email else []) for r in creators],
                       ids, plan)
 
@@ -432,25 +432,10 @@ class Importer:
                     if _fill_blanks(c.data, dup.data) or dup.data.get("extra"):
                         c.copy_body = None  # its values changed since they were formatted
             if connection.vendor == "postgresql":
-                # The leads are decided before they are written, and stored with their owners.
-                owners = None
-                if router is not None and ahead is not None:
-                    shape = [(r.row, [d.row for d in r.merges]) for r in creators]
-                    owners = router.take(ahead.plan, fits=shape == ahead.shape)
-                if owners is not None:
-                    ids = ahead.ids  # type: ignore[union-attr]
-                elif creators:
-                    with connection.cursor() as cur:
-                        ids = _lead_ids(cur, len(creators))
-                else:
-                    ids = []
-                for pk, r in zip(ids, creators, strict=True):
-                    r.lead_id = pk
-                if owners is None:
-                    owners = router.decide([(r.lead_id, r.data) for r in creators]) if router else {}  # type: ignore[misc]
-                merged = _write_chunk_pg(creators, into_existing, owners, source=self.source, job=self.job,
-                                         held=not self.route)
+                merged = _write_chunk_pg(creators, into_existing, self._owners(creators, ahead), source=self.source,
+                                         job=self.job, held=not self.route)
             else:
+                # SQLite: inserted unassigned, then assigned by finish() in the same transaction.
                 _insert_leads_orm(creators, source=self.source, job=self.job, held=not self.route)
                 if router is not None:
                     router.decide([(r.lead_id, r.data) for r in creators])  # type: ignore[misc]
@@ -475,6 +460,26 @@ class Importer:
             self.result.unassigned += routed["unassigned"]
         self._finish_chunk(index, lookup, creators)
 
+    def _owners(self, creators: list[_Row], ahead: _Ahead | None) -> dict[int, services.AssignRow]:
+        """Number the chunk's new leads and decide them before they are written (PostgreSQL, which
+        stores them with their owners): with the main thread's plan if the writer's dedupe found
+        exactly the leads it predicted and the plan still holds, else here, under the locks."""
+        router = self._router
+        if router is not None and ahead is not None:
+            shape = [(r.row, [d.row for d in r.merges]) for r in creators]
+            owners = router.take(ahead.plan, fits=shape == ahead.shape)
+            if owners is not None:
+                for pk, r in zip(ahead.ids, creators, strict=True):
+                    r.lead_id = pk
+                return owners
+        if not creators:
+            return {}
+        with connection.cursor() as cur:
+            ids = _lead_ids(cur, len(creators))
+        for pk, r in zip(ids, creators, strict=True):
+            r.lead_id = pk
+        return router.decide([(pk, r.data) for pk, r in zip(ids, creators, strict=True)]) if router else {}
+
     def _complete_lookup(self, valid: list[_Row], committed: int, existing: dict[str, int]) -> dict[str, int]:
         """Add the leads created by chunks the lookup could not see yet (index >= committed), oldest first."""
         wanted: set[str] | None = None
@@ -496,7 +501,9 @@ class Importer:
         if lookup is None:
             return
         self._recent[index] = {c.email: c.lead_id for c in creators if c.email}  # type: ignore[misc]
-        self._committed = index + 1
+        with self._progress:
+            self._committed = index + 1
+            self._progress.notify_all()
 
 
 def _open_leads_by_email(emails: set[str]) -> dict[str, int]:

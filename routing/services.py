@@ -351,6 +351,16 @@ class _Loads:
             self.at = time.monotonic()
 
 
+def routing_locked() -> tuple[selectors.LoadedRuleSet | None, dict[str, RuleCursor]]:
+    """The published rule set, with its cursor rows locked for the rest of the transaction.
+
+    Routing's lock order is cursors, then leads, then reps. Anything that locks a lead and may then
+    route it takes this first: an import chunk holds the cursors while it locks the open leads its
+    duplicates merge into, so the other order would wait on it in a circle (a deadlock)."""
+    loaded = selectors.published_ruleset()
+    return loaded, _lock_cursors(loaded)
+
+
 def _lock_cursors(loaded: selectors.LoadedRuleSet | None) -> dict[str, RuleCursor]:
     """Lock all of the rule set's cursor rows in one stable order (by key), so two routers never
     deadlock and never both take the same turn; rows missing yet (a new rule) are created first."""
@@ -796,8 +806,9 @@ class NewLeadRouter:
     Deciding takes as long as writing, so a pipelined import decides ahead: another thread calls
     `plan_ahead` for the next chunk while this one is written, from the cursors and counts the plans
     before it left (as `_plan_batches` does), and the writer `take`s the plan under the locks if
-    nothing it was decided on has changed. After the first plan refused, the writer decides every
-    chunk itself.
+    nothing it was decided on has changed. When a plan is refused (another router moved a cursor,
+    the dedupe found other new leads), the writer decides that chunk itself and the deciding thread
+    starts again from the database once the writer has caught up (`ready_ahead`).
     """
 
     def __init__(self, *, now: dt.datetime, actor=None, notify: bool = True) -> None:
@@ -811,33 +822,40 @@ class NewLeadRouter:
         self._plan: _Plan | None = None
         self._no_rules: list[int] = []
         self._kept: tuple[Roster, bool, bool] | None = None
-        # Deciding ahead: the deciding thread's rule set, reps, cursors and counts; set on its first plan.
-        self._ahead: tuple[selectors.LoadedRuleSet, list[CandidateState], dict[str, CursorState], _Loads] | None = None
+        # Deciding ahead: the deciding thread's rule set, cursors and counts (None: read them again
+        # before the next plan), and whether the writer refused a plan since they were read.
+        self._ahead: tuple[selectors.LoadedRuleSet, dict[str, CursorState], _Loads] | None = None
         self._refused = False
 
     def lock(self) -> None:
-        self._loaded = selectors.published_ruleset()
-        self._rows = _lock_cursors(self._loaded)
+        self._loaded, self._rows = routing_locked()
         self._plan, self._no_rules, self._kept = None, [], None
 
     def decide(self, leads: list[tuple[int, dict[str, Any]]]) -> dict[int, AssignRow]:
         """Decide new leads, given as (id, cleaned fields), oldest first as batch routing does."""
         if not leads:
             return {}
+        if self._ahead is not None:
+            # The deciding thread's counts and cursors do not include these: it must read them again.
+            self._refuse("the chunk had new leads nobody planned")
         if self._loaded is None:
             self._no_rules = [pk for pk, _ in leads]
             return {}
         data = self._batch(leads)
-        if self._states is None:
-            self._states = selectors.candidate_states(self.now, with_counts=False)
         few = len(data) <= selectors.FEW_LEADS
         carried = None if few else self._loads.fresh()
-        roster = selectors.roster_for_leads(data, self._loaded.compiled, self.now, states=self._states,
+        roster = selectors.roster_for_leads(data, self._loaded.compiled, self.now, states=self._reps(),
                                             counts=carried)
         cursors = {k: CursorState.from_json(r.state) for k, r in self._rows.items()}
         self._plan = _decide_batch(data, self._loaded, roster, cursors, self.now, self.actor)
         self._kept = (roster, carried is None, few)
         return {row[0]: row for row in self._plan.assigned}
+
+    def _reps(self) -> list[CandidateState]:
+        # Both threads may ask; either answer is the same, and neither changes it (rosters copy).
+        if self._states is None:
+            self._states = selectors.candidate_states(self.now, with_counts=False)
+        return self._states
 
     @staticmethod
     def _batch(leads: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -847,55 +865,63 @@ class NewLeadRouter:
             key=lambda lead: (lead["received_at"], lead["id"]),
         )
 
-    @property
-    def deciding_ahead(self) -> bool:
-        return not self._refused
+    def _refuse(self, reason: str) -> None:
+        if not self._refused:
+            log.info("an import's chunk is decided under the locks: %s", reason)
+            self._refused = True
 
-    def plan_ahead(
-        self, leads: list[tuple[int, dict[str, Any]]], settled: Callable[[], None]
-    ) -> tuple[int, _Plan] | None:
-        """Decide new leads in the calling thread (on its own connection), outside any lock, for
-        `take` to check and use later. `settled()` returns once every plan handed out before is
-        committed: counts are read afresh only then, so they never miss an assignment in flight.
-        None when there is nothing to plan, no rule set, or a plan was refused already."""
-        if not leads or self._refused:
-            return None
+    def ready_ahead(self, settled: Callable[[], None]) -> bool:
+        """In the deciding thread, before it predicts a chunk: whether a plan can be made ahead (there
+        are rules). `settled()` returns once every chunk handed to the writer before is committed.
+        After a refusal the rule set, cursors and counts are read again, once the writer is done with
+        the chunks before (so they include its own decisions): a lead routed elsewhere during a long
+        import costs one chunk decided under the locks, not the rest of the import."""
+        if self._refused:
+            settled()
+            self._ahead, self._refused = None, False
         if self._ahead is None:
             loaded = selectors.published_ruleset()
             if loaded is None:
-                return None
+                return False
             keys = sorted({r.key for r in loaded.compiled.all_rules() if not r.pool})
-            self._ahead = (loaded, selectors.candidate_states(self.now, with_counts=False),
-                           selectors.cursors_load(keys), _Loads())
-        loaded, states, cursors, loads = self._ahead
+            self._ahead = (loaded, selectors.cursors_load(keys), _Loads())
+        return True
+
+    def plan_ahead(self, leads: list[tuple[int, dict[str, Any]]], settled: Callable[[], None]) -> AheadPlan:
+        """Decide new leads in the calling thread (on its own connection), outside any lock, for
+        `take` to check and use later; `ready_ahead` said yes. Counts are read afresh only once
+        `settled()`, so they never miss an assignment in flight."""
+        assert self._ahead is not None
+        loaded, cursors, loads = self._ahead
         data = self._batch(leads)
         few = len(data) <= selectors.FEW_LEADS
         carried = None if few else loads.fresh()
         if carried is None:
             settled()
-        roster = selectors.roster_for_leads(data, loaded.compiled, self.now, states=states, counts=carried)
+        roster = selectors.roster_for_leads(data, loaded.compiled, self.now, states=self._reps(), counts=carried)
         plan = _decide_batch(data, loaded, roster, cursors, self.now, self.actor)
         plan.before = {k: (cursors.get(k) or CursorState()).to_json() for k in plan.changed}
         plan.events_copy, plan.events = _events_copy_text(plan.events), []
-        self._ahead = (loaded, states, plan.cursors, loads)
+        self._ahead = (loaded, plan.cursors, loads)
         loads.keep(roster, counted_now=carried is None, few=few)
         return loaded.rule_set.pk, plan
 
-    def take(self, ahead: tuple[int, _Plan], *, fits: bool) -> dict[int, AssignRow] | None:
+    def take(self, ahead: AheadPlan, *, fits: bool) -> dict[int, AssignRow] | None:
         """Under the locks: the owners of a plan made ahead if it still holds — it `fits` the leads
         the chunk really creates (the caller compares), the same rule set is published, and every
-        cursor it moved is where it found it. Otherwise None, and no later plan is taken either."""
+        cursor it moved is where it found it. Otherwise None: the caller decides the chunk itself."""
         rule_set_pk, plan = ahead
-        holds = (
-            fits and not self._refused and self._loaded is not None and self._loaded.rule_set.pk == rule_set_pk
-            and all(key in self._rows and CursorState.from_json(self._rows[key].state).to_json() == state
-                    for key, state in plan.before.items())
-        )
-        if not holds:
-            self._refused = True
-            log.info("an import decides its chunks under the locks from here on: a plan made ahead no longer held")
+        if not fits:
+            self._refuse("its new leads are not the ones planned")
+        elif self._loaded is None or self._loaded.rule_set.pk != rule_set_pk:
+            self._refuse("other rules were published")
+        elif not all(key in self._rows and CursorState.from_json(self._rows[key].state).to_json() == state
+                     for key, state in plan.before.items()):
+            self._refuse("another router moved a rule's turn")
+        if self._refused:
             return None
-        self._plan, self._kept = plan, None
+        # The writer's own carried counts miss this plan's assignments: recounted when next needed.
+        self._plan, self._kept, self._loads = plan, None, _Loads()
         return {row[0]: row for row in plan.assigned}
 
     def finish(self, *, stored: bool) -> dict[str, int]:
@@ -912,6 +938,10 @@ class NewLeadRouter:
             roster, counted_now, few = self._kept
             self._loads.keep(roster, counted_now=counted_now, few=few)
         return counts
+
+
+# A plan NewLeadRouter.plan_ahead made: (the published rule set's id, the plan).
+AheadPlan = tuple[int, _Plan]
 
 
 # -- pipelined batch routing -------------------------------------------------------------------------
@@ -1167,6 +1197,7 @@ def lead_route_by_hand(lead_id: int, *, actor=None) -> dict[str, int]:
     """A manager's "Route now": end the lead's hold, if it had one, and route it — in one transaction,
     so a routing that fails leaves the hold in place. Returns route_leads' counts."""
     with transaction.atomic():
+        routing_locked()  # before the lead's row (see routing_locked)
         Lead.objects.filter(pk=lead_id, routing_held=True).update(routing_held=False, updated_at=timezone.now())
         return route_leads([lead_id], actor=actor)
 

@@ -175,8 +175,14 @@ def lead_escalate(
     sweeper, touched, or locked by a sweeper working on it right now).
     """
     from routing.notify import lead_notify
+    from routing.services import routing_locked
 
     with transaction.atomic():
+        # A reassignment routes the lead: routing's locks come before the lead's (services.routing_locked).
+        peek = overdue_leads(now).select_related("rule").filter(pk=lead_id).first()
+        routing = peek is not None and _rung(peek) == REASSIGN
+        if routing:
+            routing_locked()
         # skip_locked: a concurrent sweeper holding this lead is already taking this very step.
         lead = (
             overdue_leads(now)
@@ -189,6 +195,8 @@ def lead_escalate(
             return None
         ladder = ladder_for(lead.rule)
         step = lead.escalation_step + 1
+        if not routing and step <= len(ladder) and ladder[step - 1] == REASSIGN:
+            return None  # its rung changed since the peek; the next sweep takes it, locks in order
         old_owner = lead.owner
         if step == 1:
             record_event(

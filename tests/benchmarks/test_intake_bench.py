@@ -18,6 +18,8 @@
   reps: round robin, weighted, load balanced, first available), against the same file imported
   with --no-route in the same run (the ratio is what routing costs). Notification delivery is the
   worker's job: the import only queues it.
+  * import_100k_routed_vs_schema_floor: what the routed import stored (leads with their owners, their
+    `received` and `routed` events) copied again by PostgreSQL alone, as for import_100k.
 - api_post_lead_p50 / _p99: one POST /api/leads/ through the whole stack, sequentially, against
   creating the same lead and its event straight through the ORM; api_post_lead_8way_p50 / _p99:
   8 concurrent clients in threads of this process, against the sequential figures;
@@ -329,7 +331,9 @@ def test_import_100k_routed(tmp_path, settings):
     assert summary["created"] + summary["merged"] + summary["failed"] == summary["rows"] == n
     assert summary["assigned"] + summary["pooled"] + summary["unassigned"] == summary["created"]
     assert summary["assigned"] == summary["created"]
+    floor = n / schema_floor()
     emit("import_100k_routed", routed, "rows/s", plain, routed / plain)
+    emit("import_100k_routed_vs_schema_floor", routed, "rows/s", floor, routed / floor)
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
