@@ -42,6 +42,11 @@ from routing.models import ImportJob, Lead, LeadEvent
 from routing.pgcopy import copy_json, copy_unescape, copy_value
 
 CHUNK_ROWS = 5000
+# A routed import's chunk holds the rule cursors until it commits, and a lead routed meanwhile (the
+# API, route_pending) waits for it. Measured during a 100k routed import: an API POST's p99 was 937 ms
+# with chunks of 5,000 rows, 533 ms with 2,000 and 296 ms with 1,000, for 0-5 % and ~15 % less import
+# throughput than 5,000.
+ROUTED_CHUNK_ROWS = 2000
 _ISO_CACHE = 10_000  # distinct received_at texts kept while parsing
 # Fields a duplicate may fill in on the lead it merges into (never owner/status: the lead keeps them).
 FILLABLE = [f for f in FIELDS if f not in ("email", "received_at", "source", "priority")]
@@ -124,7 +129,7 @@ class Importer:
         dry_run: bool = False,
         now: dt.datetime | None = None,
         job: ImportJob | None = None,
-        chunk_rows: int = CHUNK_ROWS,
+        chunk_rows: int | None = None,
         on_progress: Callable[[ImportResult, int], None] | None = None,
         unescape_formulas: bool = False,
     ) -> None:
@@ -134,7 +139,7 @@ class Importer:
         self.dry_run = dry_run
         self.now = now or timezone.now()
         self.job = job
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = chunk_rows or (ROUTED_CHUNK_ROWS if route and not dry_run else CHUNK_ROWS)
         self.on_progress = on_progress
         # A retry uploads our own rejected-rows export, whose formula-like cells we prefixed with "'".
         self.unescape_formulas = unescape_formulas

@@ -25,6 +25,8 @@
   8 concurrent clients in threads of this process, against the sequential figures;
   api_post_lead_8procs_p50 / _p99 (PostgreSQL): 8 concurrent clients in 8 forked processes, as a web
   server's workers serve them, against the sequential figures.
+- api_post_lead_during_import_p50 / _p99 (PostgreSQL): routed POSTs, one after another, while a routed
+  import of the file runs in another process; baseline the same POSTs before it.
 - api_post_lead_routed_p50 / _p99: the sequential POSTs again with a published rule set (5 rules, 40
   reps), each lead routed and explained in the response; baseline the same POSTs with no rules.
 """
@@ -334,6 +336,44 @@ def test_import_100k_routed(tmp_path, settings):
     floor = n / schema_floor()
     emit("import_100k_routed", routed, "rows/s", plain, routed / plain)
     emit("import_100k_routed_vs_schema_floor", routed, "rows/s", floor, routed / floor)
+
+
+def test_api_post_lead_during_import(tmp_path, settings):
+    """Routed POSTs while a routed import of the file runs in another process, as a worker runs a web
+    upload's job: a lead routed meanwhile waits for the import chunk holding the rule cursors. Baseline:
+    the same POSTs before the import."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the import and the POSTs must share a database server")
+    settings.TESTING = False
+    full = tmp_path / "full.csv"
+    generate(full, scale())
+    build_routing()
+    post = _api_poster()
+    client = Client()
+    for i in range(10):
+        post(client, f"warm{i}@bench.example")  # connection, roster and rule caches, as a running server's
+    quiet = [post(client, f"quiet{i}@bench.example") for i in range(100)]
+
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}  # the child is no test: tasks queue
+    env.update(DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}", DEBUG="0",
+               SECRET_KEY="bench-secret-key-not-for-production-0123456789abcdef")
+    busy: list[float] = []
+    summary = tmp_path / "summary.json"
+    with summary.open("w") as out, subprocess.Popen(
+        [sys.executable, "manage.py", "import_leads", str(full), "--json"], cwd=Path(__file__).resolve().parents[2],
+        env=env, stdout=out, stderr=subprocess.DEVNULL,
+    ) as proc:
+        while proc.poll() is None:
+            busy.append(post(client, f"busy{len(busy)}@bench.example"))
+    assert proc.returncode == 0
+    result = json.loads(summary.read_text())
+    assert result["assigned"] == result["created"] > 0 and len(busy) >= 20
+
+    quiet50, quiet99 = _percentiles(quiet)
+    busy50, busy99 = _percentiles(busy)
+    emit("api_post_lead_during_import_p50", busy50, "ms", quiet50, busy50 / quiet50)
+    emit("api_post_lead_during_import_p99", busy99, "ms", quiet99, busy99 / quiet99)
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
