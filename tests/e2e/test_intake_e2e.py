@@ -25,8 +25,13 @@ SALESFORCE_EXPORT = (
 
 def test_ops_upload_a_salesforce_export_and_download_the_rejected_rows(logged_in, tmp_path):
     from leadops import roles
+    from routing.services import ruleset_create_draft, ruleset_publish
+    from tests.factories import RepFactory
 
     oscar = UserFactory(username="oscar", groups=[roles.OPS])
+    RepFactory(user__username="rita")
+    ruleset_publish(ruleset_create_draft({"name": "Intake", "rules": [
+        {"name": "Everyone", "candidates": {"reps": ["rita"]}, "strategy": "round_robin"}]}))
     path = tmp_path / "salesforce export.csv"
     path.write_bytes(SALESFORCE_EXPORT)
 
@@ -46,6 +51,9 @@ def test_ops_upload_a_salesforce_export_and_download_the_rejected_rows(logged_in
     page.get_by_role("button", name="Import").click()
     page.get_by_text("Done").first.wait_for()
     assert page.locator(".stat-value").nth(1).inner_text() == "3"  # created
+    # Routed as they were written: the job's counts say where the new leads went.
+    assigned = page.locator(".stat", has_text="Assigned / pooled / unassigned").locator(".stat-value")
+    assert assigned.inner_text() == "3 / 0 / 0"
     # Each rejected row with its spreadsheet row number, the file's column, and the reason.
     problems = page.locator("table tbody tr").all_inner_texts()
     assert problems[0].split("\t")[:2] == ["4", "Email"] and "not-an-email" in problems[0]
@@ -61,3 +69,4 @@ def test_ops_upload_a_salesforce_export_and_download_the_rejected_rows(logged_in
     assert (job.created, job.merged, job.failed) == (3, 0, 2)
     assert set(Lead.objects.values_list("source", flat=True)) == {"Q4 fair"}
     assert Lead.objects.get(email="juergen@mueller.example").last_name == "Müller"
+    assert set(Lead.objects.values_list("status", "owner__user__username")) == {("assigned", "rita")}
