@@ -926,64 +926,43 @@ def test_an_import_sends_leads_to_pools_and_explains_the_ones_nobody_takes(tmp_p
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_chunk_whose_routing_fails_leaves_no_lead_of_it_behind(tmp_path, monkeypatch):
-    """Routing is part of the chunk's transaction: when it fails, the chunk's leads are not stored
-    unrouted (or half-assigned); the chunks before it stay, routed."""
-    from routing import services
+@pytest.mark.parametrize("failing", ["writing", "routing"])
+def test_a_chunk_that_fails_leaves_nothing_of_it_and_the_chunks_before_stay_routed(
+    tmp_path, monkeypatch, notices_queued, failing
+):
+    """Writing and routing a chunk are one transaction: when either fails on the third chunk, the import
+    stops, none of that chunk's leads is stored (unrouted or half-assigned), and the two chunks
+    before it stay, routed."""
+    from django.db import connection
+
+    from routing import intake, services
     from routing.csvio import open_path
 
-    publish_round_robin(["ann", "bob"])
-    apply = services._apply_plan
+    if failing == "writing":
+        owner, name = intake, "_write_chunk_pg" if connection.vendor == "postgresql" else "_insert_leads_orm"
+    else:
+        owner, name = services, "_apply_plan"
+    real = getattr(owner, name)
     calls: list[int] = []
 
-    def second_fails(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("the owner's row is gone")
-        return apply(*args, **kwargs)
-
-    monkeypatch.setattr(services, "_apply_plan", second_fails)
-    csvfile, stream = open_path(write_csv(tmp_path, [[f"c{i}@x.example", "C", str(i), "Co", "DE", "", ""]
-                                                     for i in range(150)]))
-
-    from routing.intake import Importer
-
-    with stream, pytest.raises(RuntimeError, match="the owner's row is gone"):
-        Importer(source="t", chunk_rows=50).run(csvfile)
-
-    assert Lead.objects.count() == 50
-    assert set(Lead.objects.values_list("status", flat=True)) == {"assigned"}
-    assert LeadEvent.objects.filter(kind="routed").count() == 50
-    assert not LeadEvent.objects.exclude(lead__in=Lead.objects.all()).exists()
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_leads_committed_before_a_chunk_fails_stay_routed(tmp_path, monkeypatch, forks, notices_queued):
-    from routing import intake
-    from routing.csvio import open_path
-
-    publish_round_robin(["ann", "bob"])
-    write = intake._write_chunk_pg
-    calls: list[int] = []
-
-    def third_chunk_fails(*args, **kwargs):
+    def third_fails(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
-            raise RuntimeError("the disk is full")
-        return write(*args, **kwargs)
+            raise RuntimeError(f"{failing} failed")
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(intake, "_write_chunk_pg", third_chunk_fails)
+    monkeypatch.setattr(owner, name, third_fails)
+    publish_round_robin(["ann", "bob"])
     csvfile, stream = open_path(write_csv(tmp_path, [[f"c{i}@x.example", "C", str(i), "Co", "DE", "", ""]
                                                      for i in range(200)]))
 
-    with stream, pytest.raises(RuntimeError, match="the disk is full"):
+    with stream, pytest.raises(RuntimeError, match=f"{failing} failed"):
         intake.Importer(source="t", chunk_rows=50).run(csvfile)
 
-    # The first two chunks committed, each with its leads routed; the third left nothing behind.
     assert Lead.objects.count() == 100
     assert set(Lead.objects.values_list("status", flat=True)) == {"assigned"}
     assert LeadEvent.objects.filter(kind="routed").count() == 100
+    assert not LeadEvent.objects.exclude(lead__in=Lead.objects.all()).exists()
 
 
 def test_leads_imported_without_routing_wait_for_a_manager_not_for_route_pending(tmp_path):
