@@ -770,8 +770,7 @@ def _route_batch(
     loads: _Loads | None = None,
 ) -> dict[str, int]:
     with transaction.atomic():
-        loaded = selectors.published_ruleset()
-        rows = _lock_cursors(loaded)
+        loaded, rows = routing_locked()
         # The clock is read after the locks: assignment times then follow the order of the turns.
         now = now or timezone.now()
         data = _unassigned_data(ids, lock=True, fields=_batch_fields(loaded))
