@@ -339,18 +339,7 @@ class Importer:
         for i in [i for i in self._predicted if i < committed]:
             del self._predicted[i]  # committed: the lookup saw those leads
         in_flight: set[str] = set().union(*self._predicted.values())
-        creators: list[_Row] = []
-        merges: dict[str, list[_Row]] = {}
-        for r in valid:
-            email = r.email
-            if email and (email in existing or email in in_flight):
-                continue
-            if email and email in merges:
-                merges[email].append(r)
-                continue
-            creators.append(r)
-            if email:
-                merges[email] = []
+        creators, merges, _ = _split(valid, lambda email: email in existing or email in in_flight)
         self._predicted[index] = set(merges)
         if not creators:
             return None
@@ -387,19 +376,13 @@ class Importer:
 
     def _dedupe(self, valid: list[_Row], existing: dict[str, int]) -> tuple[list[_Row], dict[int, list[_Row]]]:
         """Split a chunk into new leads (with in-file duplicates folded in) and merges into old ones."""
-        creators: list[_Row] = []
-        first: dict[str, _Row] = {}
+        creators, repeats, old = _split(valid, existing.__contains__)
+        for c in creators:
+            if c.email:
+                c.merges = repeats[c.email]
         into_existing: dict[int, list[_Row]] = {}
-        for r in valid:
-            email = r.email
-            if email and email in existing:
-                into_existing.setdefault(existing[email], []).append(r)
-            elif email and email in first:
-                first[email].merges.append(r)
-            else:
-                creators.append(r)
-                if email:
-                    first[email] = r
+        for r in old:
+            into_existing.setdefault(existing[r.email], []).append(r)
         return creators, into_existing
 
     def _dry_chunk(self, valid: list[_Row]) -> None:
@@ -509,6 +492,26 @@ class Importer:
         with self._progress:
             self._committed = index + 1
             self._progress.notify_all()
+
+
+def _split(valid: list[_Row], known: Callable[[str], bool]) -> tuple[list[_Row], dict[str, list[_Row]], list[_Row]]:
+    """The dedupe of one chunk: its new leads in file order, the later rows repeating each new lead
+    (by email; every new lead with an email has an entry), and the rows whose email is `known` (an
+    open lead's already). Changes no row: the writer folds the repeats in, the main thread predicts."""
+    creators: list[_Row] = []
+    repeats: dict[str, list[_Row]] = {}
+    old: list[_Row] = []
+    for r in valid:
+        email = r.email
+        if email and known(email):
+            old.append(r)
+        elif email and email in repeats:
+            repeats[email].append(r)
+        else:
+            creators.append(r)
+            if email:
+                repeats[email] = []
+    return creators, repeats, old
 
 
 def _open_leads_by_email(emails: set[str]) -> dict[str, int]:

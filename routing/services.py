@@ -635,7 +635,7 @@ class _Plan:
     it would have to read again."""
 
     ids: list[int]
-    read_at: list[dt.datetime | str]  # each lead's updated_at when it was read (see _unassigned_data)
+    read_at: list[dt.datetime | str | None]  # each lead's updated_at when read (_unassigned_data); None: new
     now: dt.datetime
     roster: Roster
     cursors: dict[str, CursorState]
@@ -819,7 +819,6 @@ class NewLeadRouter:
         self._loaded: selectors.LoadedRuleSet | None = None
         self._rows: dict[str, RuleCursor] = {}
         self._plan: _Plan | None = None
-        self._no_rules: list[int] = []
         self._kept: tuple[Roster, bool, bool] | None = None
         # Deciding ahead: the deciding thread's rule set, cursors and counts (None: read them again
         # before the next plan), and whether the writer refused a plan since they were read.
@@ -828,7 +827,7 @@ class NewLeadRouter:
 
     def lock(self) -> None:
         self._loaded, self._rows = routing_locked()
-        self._plan, self._no_rules, self._kept = None, [], None
+        self._plan, self._kept = None, None
 
     def decide(self, leads: list[tuple[int, dict[str, Any]]]) -> dict[int, AssignRow]:
         """Decide new leads, given as (id, cleaned fields), oldest first as batch routing does."""
@@ -838,17 +837,28 @@ class NewLeadRouter:
             # The deciding thread's counts and cursors do not include these: it must read them again.
             self._refuse("the chunk had new leads nobody planned")
         if self._loaded is None:
-            self._no_rules = [pk for pk, _ in leads]
+            ids = [pk for pk, _ in leads]
+            self._plan = _Plan(ids, [None] * len(ids), self.now, Roster([]), {},
+                               nobody=[(pk, _no_rules(None, self.now)) for pk in ids])
             return {}
+        cursors = {k: CursorState.from_json(r.state) for k, r in self._rows.items()}
+        self._plan, roster, counted_now, few = self._decided(leads, self._loaded, cursors, self._loads)
+        self._kept = (roster, counted_now, few)
+        return {row[0]: row for row in self._plan.assigned}
+
+    def _decided(
+        self, leads: list[tuple[int, dict[str, Any]]], loaded: selectors.LoadedRuleSet,
+        cursors: dict[str, CursorState], loads: _Loads, settled: Callable[[], None] | None = None,
+    ) -> tuple[_Plan, Roster, bool, bool]:
+        """The plan for new leads, with what `_Loads.keep` needs afterwards: (plan, roster, counted
+        now, few). Counts come from `loads` while fresh; read afresh otherwise, once `settled()`."""
         data = self._batch(leads)
         few = len(data) <= selectors.FEW_LEADS
-        carried = None if few else self._loads.fresh()
-        roster = selectors.roster_for_leads(data, self._loaded.compiled, self.now, states=self._reps(),
-                                            counts=carried)
-        cursors = {k: CursorState.from_json(r.state) for k, r in self._rows.items()}
-        self._plan = _decide_batch(data, self._loaded, roster, cursors, self.now, self.actor)
-        self._kept = (roster, carried is None, few)
-        return {row[0]: row for row in self._plan.assigned}
+        carried = None if few else loads.fresh()
+        if carried is None and settled is not None:
+            settled()
+        roster = selectors.roster_for_leads(data, loaded.compiled, self.now, states=self._reps(), counts=carried)
+        return _decide_batch(data, loaded, roster, cursors, self.now, self.actor), roster, carried is None, few
 
     def _reps(self) -> list[CandidateState]:
         # Both threads may ask; either answer is the same, and neither changes it (rosters copy).
@@ -892,17 +902,11 @@ class NewLeadRouter:
         `settled()`, so they never miss an assignment in flight."""
         assert self._ahead is not None
         loaded, cursors, loads = self._ahead
-        data = self._batch(leads)
-        few = len(data) <= selectors.FEW_LEADS
-        carried = None if few else loads.fresh()
-        if carried is None:
-            settled()
-        roster = selectors.roster_for_leads(data, loaded.compiled, self.now, states=self._reps(), counts=carried)
-        plan = _decide_batch(data, loaded, roster, cursors, self.now, self.actor)
+        plan, roster, counted_now, few = self._decided(leads, loaded, cursors, loads, settled)
         plan.before = {k: (cursors.get(k) or CursorState()).to_json() for k in plan.changed}
         plan.events_copy, plan.events = _events_copy_text(plan.events), []
         self._ahead = (loaded, plan.cursors, loads)
-        loads.keep(roster, counted_now=carried is None, few=few)
+        loads.keep(roster, counted_now=counted_now, few=few)
         return loaded.rule_set.pk, plan
 
     def take(self, ahead: AheadPlan, *, fits: bool) -> dict[int, AssignRow] | None:
@@ -925,10 +929,6 @@ class NewLeadRouter:
 
     def finish(self, *, stored: bool) -> dict[str, int]:
         """Write the decisions: the assignments too unless the leads were `stored` with them."""
-        if self._no_rules:
-            _write_events(_unassigned_rows([(pk, _no_rules(None, self.now)) for pk in self._no_rules],
-                                           self.now, self.actor))
-            return {"assigned": 0, "pooled": 0, "unassigned": len(self._no_rules)}
         if self._plan is None:
             return {"assigned": 0, "pooled": 0, "unassigned": 0}
         counts = _apply_plan(self._plan, self._rows, actor=self.actor, notify=self.notify, stored=stored)
