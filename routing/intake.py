@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -39,7 +40,10 @@ from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
 from routing.engine import iso_text
 from routing.intake_normalise import LeadCleaner, row_cleaner
 from routing.models import ImportJob, Lead, LeadEvent
+from routing.models.lead import LEAD_FIELDS
 from routing.pgcopy import copy_json, copy_unescape, copy_value
+
+log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 5000
 # A routed import's chunk holds the rule cursors until it commits, and a lead routed meanwhile (the
@@ -821,11 +825,12 @@ def _merge_line(lead_id: int, dup: _Row, now_iso: str, source_json: str) -> str:
 
 def lead_receive(
     data: dict[str, Any], *, source: str, actor=None, now: dt.datetime | None = None, token_id: int | None = None
-) -> tuple[Lead, bool]:
-    """Create one lead from normalised data (the API path), or merge it into an open duplicate.
+) -> tuple[int, bool]:
+    """Create one lead from normalised data (the API path) and route it, or merge it into an open
+    duplicate; one transaction, so a lead is never seen unassigned on its way to an owner.
 
-    Returns (lead, merged). The caller routes new leads, and a merged one still unassigned (a
-    duplicate ends the hold of a lead imported without routing).
+    Returns (the lead's id, merged). A merged duplicate keeps its owner; one still unassigned is routed now
+    (a duplicate through a routed channel ends the hold of a lead imported without routing).
     """
     now = now or timezone.now()
     detail: dict[str, Any] = {"source": source}
@@ -834,6 +839,9 @@ def lead_receive(
     if not data.get("source"):
         data = {**data, "source": source}
     with transaction.atomic():
+        # Routing's lock order: the rule cursors before the duplicate's row (services.routing_locked).
+        router = services.NewLeadRouter(now=now, actor=actor)
+        router.lock()
         if data["email"]:
             # The lock and the check first, on the id alone: most posts are new leads, and building
             # the whole row is only worth it for a merge.
@@ -842,21 +850,44 @@ def lead_receive(
                 .values_list("id", flat=True).first()
             )
             if existing_id is not None:
-                existing = Lead.objects.get(pk=existing_id)
-                fields = {name: getattr(existing, name) for name in FILLABLE}
-                fields["extra"] = existing.extra
-                filled = _fill_blanks(fields, data)
-                for name in filled:
-                    setattr(existing, name, fields[name])
-                existing.extra = fields["extra"]
-                existing.merged_count += 1
-                # The person came back through a routed channel: a lead held from an import without
-                # routing is held no more (the caller routes it; see _merge_into_existing_pg).
-                existing.routing_held = False
-                existing.save(update_fields=[*filled, "extra", "merged_count", "routing_held", "updated_at"])
-                services.record_event(existing, LeadEvent.Kind.MERGED, at=now, actor=actor, **detail,
-                                      email=data["email"])
-                return existing, True
+                existing = _merge_received(existing_id, data, now=now, actor=actor, detail=detail)
+                if existing.status == Lead.Status.UNASSIGNED:
+                    _routed_or_kept(lambda: services.route_leads([existing.pk], now=now, actor=actor), existing.pk)
+                return existing.pk, True
         lead = Lead.objects.create(**{name: data[name] for name in FIELDS}, extra=data["extra"])
         services.record_event(lead, LeadEvent.Kind.RECEIVED, at=lead.received_at, actor=actor, **detail)
-    return lead, False
+
+        def route() -> None:
+            router.decide([(lead.pk, {name: getattr(lead, name) for name in LEAD_FIELDS})])
+            router.finish(stored=False)
+
+        _routed_or_kept(route, lead.pk)
+    return lead.pk, False
+
+
+def _merge_received(pk: int, data: dict[str, Any], *, now: dt.datetime, actor, detail: dict[str, Any]) -> Lead:
+    """Merge a received duplicate into the open lead `pk` (locked): blanks filled, a `merged` event."""
+    existing = Lead.objects.get(pk=pk)
+    fields = {name: getattr(existing, name) for name in FILLABLE}
+    fields["extra"] = existing.extra
+    filled = _fill_blanks(fields, data)
+    for name in filled:
+        setattr(existing, name, fields[name])
+    existing.extra = fields["extra"]
+    existing.merged_count += 1
+    # The person came back through a routed channel: a lead held from an import without routing is
+    # held no more (see _merge_into_existing_pg).
+    existing.routing_held = False
+    existing.save(update_fields=[*filled, "extra", "merged_count", "routing_held", "updated_at"])
+    services.record_event(existing, LeadEvent.Kind.MERGED, at=now, actor=actor, **detail, email=data["email"])
+    return existing
+
+
+def _routed_or_kept(route: Callable[[], Any], lead_id: int) -> None:
+    """Route a received lead in a savepoint. If routing fails, the lead is still kept, unassigned
+    (route_pending tries again within a minute): a lead is never lost to a routing error."""
+    try:
+        with transaction.atomic():
+            route()
+    except Exception:
+        log.exception("lead %s was received but not routed; route_pending will try again", lead_id)

@@ -532,16 +532,21 @@ def _signature(explanation: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in explanation.items() if k != "at"}
 
 
-def _unassigned_rows(decisions: list[tuple[int, Decision]], now: dt.datetime, actor) -> list[EventRow]:
+def _unassigned_rows(
+    decisions: list[tuple[int, Decision]], now: dt.datetime, actor, *, new: bool = False
+) -> list[EventRow]:
     """One `unassigned` event per lead and distinct reason: route_pending runs every minute and
-    must not grow the timeline while nothing changes."""
+    must not grow the timeline while nothing changes. `new` leads have no reason recorded yet."""
     if not decisions:
         return []
-    ids = [pk for pk, _ in decisions]
-    last_ids = (
-        LeadEvent.objects.filter(lead_id__in=ids).values("lead_id").annotate(m=Max("id")).values_list("m", flat=True)
-    )
-    last = {e.lead_id: e for e in LeadEvent.objects.filter(pk__in=list(last_ids)).only("lead_id", "kind", "detail")}
+    last: dict[int, LeadEvent] = {}
+    if not new:
+        ids = [pk for pk, _ in decisions]
+        last_ids = (
+            LeadEvent.objects.filter(lead_id__in=ids).values("lead_id").annotate(m=Max("id"))
+            .values_list("m", flat=True)
+        )
+        last = {e.lead_id: e for e in LeadEvent.objects.filter(pk__in=list(last_ids)).only("lead_id", "kind", "detail")}
     rows: list[EventRow] = []
     actor_id = actor.pk if actor is not None else None
     for pk, d in decisions:
@@ -698,12 +703,13 @@ def _decide_batch(
 
 def _apply_plan(
     plan: _Plan, rows: dict[str, RuleCursor], *, actor, notify: bool, check_leads: bool = False,
-    stored: bool = False,
+    stored: bool = False, new: bool = False,
 ) -> dict[str, int]:
     """Write a batch's decisions inside the caller's transaction, which holds the cursor rows
     (`rows`) and — unless `check_leads` — the leads' rows. With `check_leads` (a plan decided
     ahead, `_apply_checked`) the assigned leads are checked and locked by their own UPDATE. With
-    `stored` the assigned leads were written with their owners already (`NewLeadRouter`)."""
+    `stored` the assigned leads were written with their owners already; `new` leads were created in
+    this transaction (both `NewLeadRouter`)."""
     counts = {"assigned": len(plan.assigned), "pooled": 0, "unassigned": 0}
     nobody = list(plan.nobody)
     if plan.assigned:
@@ -724,7 +730,7 @@ def _apply_plan(
                 counts["pooled"] += 1
             else:  # deleted since the rule set was loaded (Rule.pool protects against that)
                 nobody.append((pk, d))
-    _write_events([*plan.events, *_unassigned_rows(nobody, plan.now, actor)], copy_text=plan.events_copy)
+    _write_events([*plan.events, *_unassigned_rows(nobody, plan.now, actor, new=new)], copy_text=plan.events_copy)
     _save_cursors(rows, plan.cursors, plan.changed, plan.roster, plan.now)
     counts["unassigned"] = len(nobody)
     if notify:
@@ -931,7 +937,7 @@ class NewLeadRouter:
         """Write the decisions: the assignments too unless the leads were `stored` with them."""
         if self._plan is None:
             return {"assigned": 0, "pooled": 0, "unassigned": 0}
-        counts = _apply_plan(self._plan, self._rows, actor=self.actor, notify=self.notify, stored=stored)
+        counts = _apply_plan(self._plan, self._rows, actor=self.actor, notify=self.notify, stored=stored, new=True)
         if self._kept is not None:
             # Carried to the next chunk; a chunk that fails stops the import, taking them with it.
             roster, counted_now, few = self._kept

@@ -315,7 +315,63 @@ def test_a_routed_lead_comes_back_with_its_owner_rule_and_explanation(client, op
     body = post(client, "/api/leads/", {"email": "routed@lead.example", "country": "DE"}, ops_auth).json()
 
     assert (body["status"], body["owner"], body["rule"]) == ("assigned", "erin", "Everyone to Erin")
-    assert body["explanation"]
+    # The answer's explanation is the one the lead's timeline keeps (what GET shows).
+    shown = client.get(f"/api/leads/{body['id']}/", headers=ops_auth).json()
+    routed = [e for e in shown["events"] if e["kind"] == "routed"]
+    assert len(routed) == 1 and body["explanation"] == routed[0]["detail"]
+    assert body["explanation"]["tried"][0]["rule"] == "Everyone to Erin"
+    assert shown["owner"] == "erin" and shown["sla_due_at"] is None
+
+
+def test_a_lead_the_rules_send_to_a_pool_answers_with_the_pool(client, ops_auth):
+    from routing.services import ruleset_create_draft, ruleset_publish
+
+    PoolFactory(name="Inbound")
+    ruleset_publish(ruleset_create_draft({
+        "name": "Pool test",
+        "rules": [{"name": "To the pool", "pool": "Inbound"}],
+    }))
+
+    body = post(client, "/api/leads/", {"email": "pooled@lead.example"}, ops_auth).json()
+
+    assert (body["status"], body["owner"], body["pool"], body["rule"]) == ("pooled", None, "Inbound", "To the pool")
+    assert body["explanation"]["pool"] == "Inbound"
+
+
+def test_a_lead_is_kept_unassigned_when_routing_it_fails(client, ops_auth, monkeypatch, caplog):
+    """A lead is never lost to a routing error: it is stored and answered as unassigned, with nothing
+    of the failed routing left behind (no owner, no turn taken, no message), and route_pending
+    tries again."""
+    from routing import services
+    from routing.models import Notification, RuleCursor
+    from routing.services import route_leads, ruleset_create_draft, ruleset_publish
+
+    RepFactory(user__username="erin")
+    ruleset_publish(ruleset_create_draft({
+        "name": "API test",
+        "rules": [{"name": "Everyone to Erin", "candidates": {"reps": ["erin"]}, "strategy": "round_robin"}],
+    }))
+    real_notify = services._notify_owners
+
+    def broken(*args, **kwargs):
+        real_notify(*args, **kwargs)  # owner, turn and message written: then routing fails
+        raise RuntimeError("routing broke")
+
+    monkeypatch.setattr(services, "_notify_owners", broken)
+    resp = post(client, "/api/leads/", {"email": "kept@lead.example"}, ops_auth)
+
+    assert resp.status_code == 201
+    body = resp.json()
+    assert (body["status"], body["owner"]) == ("unassigned", None)
+    lead = Lead.objects.get(pk=body["id"])
+    assert (lead.status, lead.owner_id, lead.email) == ("unassigned", None, "kept@lead.example")
+    assert list(lead.events.values_list("kind", flat=True)) == ["received"]
+    assert [c.state for c in RuleCursor.objects.all()] == [{}]
+    assert not Notification.objects.exists()
+    assert "not routed" in caplog.text
+
+    monkeypatch.setattr(services, "_notify_owners", real_notify)
+    assert route_leads([lead.pk])["assigned"] == 1
 
 
 def test_a_token_records_when_it_was_last_used_to_the_minute(client, ops_user):

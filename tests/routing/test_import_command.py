@@ -804,7 +804,7 @@ def test_chunks_decided_ahead_are_used_only_while_nobody_else_routes(
     robin: the plan made before it no longer holds, so the writer decides under the locks until the
     main thread has started again from the database — and the turn order stays exact across the
     import's leads and the API's."""
-    from routing import intake, services
+    from routing import intake
 
     publish_round_robin(["ann", "bob", "cyd"])
     result = import_in_chunks(tmp_path, "alone.csv", [[f"a{i}@x.example", "A", str(i), "Co", "DE", "", ""]
@@ -813,8 +813,7 @@ def test_chunks_decided_ahead_are_used_only_while_nobody_else_routes(
 
     def api_lead_after_first_chunk(result, done):
         if done == 20:
-            lead, _ = intake.lead_receive(_api_data("api@x.example"), source="api")
-            services.lead_route(lead)
+            intake.lead_receive(_api_data("api@x.example"), source="api")  # routed as it is created
 
     result = import_in_chunks(tmp_path, "busy.csv", [[f"b{i}@x.example", "B", str(i), "Co", "DE", "", ""]
                                                      for i in range(160)], api_lead_after_first_chunk)
