@@ -280,10 +280,13 @@ class RuleTrace:
         return out
 
     def to_compact(self) -> dict[str, Any]:
-        """A matched rule as stored by batch routing: short keys; candidates as [rep, reason number]
-        with each distinct reason written once ("w") and the chosen one's position ("k"). Twenty
-        candidates share two or three reasons ("higher load 79 open"): written out, they were half
-        of every routed lead's timeline row. (`expand_tried` also reads the older [rep, chosen,
+        """A matched rule as stored by batch routing: short keys; the candidates' usernames ("c") and
+        their reason numbers ("v"), each a space-separated string, with each distinct reason written
+        once ("w") and the chosen one's position ("k"). Twenty candidates share two or three reasons
+        ("higher load 79 open"): written out, they were half of every routed lead's timeline row. As
+        a list of [rep, number] pairs, jsonb stored each pair as an array of its own: 135 MB for 94k
+        routed events against 92 MB as two strings, and a third longer to COPY. (`expand_tried` also
+        reads those pairs, kept for a username with a space in it, and the older [rep, chosen,
         reason] form.)"""
         out: dict[str, Any] = {"r": self.rule, "i": self.index, "o": self.outcome}
         if self.strategy:
@@ -292,7 +295,12 @@ class RuleTrace:
             out["n"] = self.note
         if self.ranked:
             numbers: dict[str, int] = {}
-            out["c"] = [[name, numbers.setdefault(why, len(numbers))] for name, _, why in self.ranked]
+            names = [name for name, _, _ in self.ranked]
+            codes = [numbers.setdefault(why, len(numbers)) for _, _, why in self.ranked]
+            if any(" " in name for name in names):
+                out["c"] = [list(pair) for pair in zip(names, codes, strict=True)]
+            else:
+                out["c"], out["v"] = " ".join(names), " ".join(map(str, codes))
             out["w"] = list(numbers)
             chosen = next((i for i, c in enumerate(self.ranked) if c[1]), None)
             if chosen is not None:
@@ -408,8 +416,10 @@ def expand_tried(trace: Sequence[Any], rules: Mapping[int | str, RuleSpec]) -> l
             if step.get("c"):
                 if "w" in step:
                     words, chosen = step["w"], step.get("k")
+                    pairs = (zip(step["c"].split(" "), map(int, step["v"].split(" ")), strict=True)
+                             if isinstance(step["c"], str) else step["c"])
                     item["candidates"] = [{"rep": r, "chosen": i == chosen, "reason": words[n]}
-                                          for i, (r, n) in enumerate(step["c"])]
+                                          for i, (r, n) in enumerate(pairs)]
                 else:  # stored before the reasons were numbered
                     item["candidates"] = [{"rep": r, "chosen": bool(c), "reason": why} for r, c, why in step["c"]]
             if step.get("x"):

@@ -155,3 +155,32 @@ def test_explanations_stored_before_the_reasons_were_numbered_still_read_back():
         {"rep": "ann", "chosen": True, "reason": "chosen: next in turn (first turn of this rule)"},
         {"rep": "bob", "chosen": False, "reason": "not next in turn"},
     ]
+
+
+def test_candidates_are_stored_as_two_strings_and_read_back():
+    """The candidates of a stored rule are two short strings (usernames, reason numbers): jsonb keeps
+    a list of pairs as one array per pair, which made every routed lead's row half as big again."""
+    cands = [CandidateState(username=f"rep{i:02d}", level="junior", open_count=i % 3) for i in range(12)]
+    rs = rules({"name": "All", "candidates": ALL_LEVELS, "strategy": "load_balanced"})
+    d = decide({"country": "DE"}, rs, Roster(cands), {}, dt.datetime(2026, 12, 2, 10, tzinfo=dt.UTC),
+               random.Random(1))
+
+    (step,) = json.loads(json.dumps(d.compact_explanation()))["trace"]
+
+    assert step["c"] == " ".join(c.username for c in cands)
+    reasons = [c["reason"] for c in d.explanation()["tried"][0]["candidates"]]
+    assert [step["w"][int(n)] for n in step["v"].split(" ")] == reasons
+    assert len(step["w"]) == 4  # chosen, lost the tie, higher load 1 open, higher load 2 open
+    assert expand_tried([step], {}) == d.explanation()["tried"]
+
+
+def test_a_username_with_a_space_is_stored_as_pairs_and_read_back():
+    cands = [CandidateState(username="ann lee", level="junior"), CandidateState(username="bob", level="junior")]
+    rs = rules({"name": "All", "candidates": ALL_LEVELS, "strategy": "round_robin"})
+    d = decide({"country": "DE"}, rs, Roster(cands), {}, dt.datetime(2026, 12, 2, 10, tzinfo=dt.UTC),
+               random.Random(1))
+
+    (step,) = json.loads(json.dumps(d.compact_explanation()))["trace"]
+
+    assert step["c"] == [["ann lee", 0], ["bob", 1]] and "v" not in step
+    assert expand_tried([step], {}) == d.explanation()["tried"]
