@@ -839,16 +839,19 @@ def lead_receive(
     if not data.get("source"):
         data = {**data, "source": source}
     with transaction.atomic():
-        # Routing's lock order: the rule cursors before the duplicate's row (services.routing_locked).
+        # Every routed lead takes its turn on the rule cursors, so everything that can happen before
+        # taking them does: an API lead holds them only while it is decided, written and committed
+        # (with 8 workers posting routed leads at once, holding them from the duplicate check on made
+        # each wait half as long again).
         router = services.NewLeadRouter(now=now, actor=actor)
-        router.lock()
-        if data["email"]:
-            # The lock and the check first, on the id alone: most posts are new leads, and building
-            # the whole row is only worth it for a merge.
-            existing_id = (
-                Lead.objects.select_for_update().open().filter(email=data["email"]).order_by("id")
-                .values_list("id", flat=True).first()
-            )
+        locked = False
+        open_leads = Lead.objects.open().filter(email=data["email"]).order_by("id").values_list("id", flat=True)
+        if data["email"] and open_leads.first() is not None:
+            # A merge locks the lead, and may route it: the cursors first (services.routing_locked),
+            # then the check again under the lock. The whole row is only built for a merge.
+            router.lock()
+            locked = True
+            existing_id = open_leads.select_for_update().first()
             if existing_id is not None:
                 existing = _merge_received(existing_id, data, now=now, actor=actor, detail=detail)
                 if existing.status == Lead.Status.UNASSIGNED:
@@ -858,6 +861,8 @@ def lead_receive(
         services.record_event(lead, LeadEvent.Kind.RECEIVED, at=lead.received_at, actor=actor, **detail)
 
         def route() -> None:
+            if not locked:
+                router.lock()
             router.decide([(lead.pk, {name: getattr(lead, name) for name in LEAD_FIELDS})])
             router.finish(stored=False)
 
