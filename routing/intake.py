@@ -859,6 +859,8 @@ def lead_receive(
                 return existing.pk, True
         lead = Lead.objects.create(**{name: data[name] for name in FIELDS}, extra=data["extra"])
         services.record_event(lead, LeadEvent.Kind.RECEIVED, at=lead.received_at, actor=actor, **detail)
+        if not locked:
+            router.read_reps()
 
         def route() -> None:
             if not locked:

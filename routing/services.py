@@ -835,6 +835,11 @@ class NewLeadRouter:
         self._loaded, self._rows = routing_locked()
         self._plan, self._kept = None, None
 
+    def read_reps(self) -> None:
+        """Read the reps (teams, hours, time off; not their counts) now, before `lock`: whoever holds
+        the cursors makes every other router wait, so what need not be read under them is not."""
+        self._reps()
+
     def decide(self, leads: list[tuple[int, dict[str, Any]]]) -> dict[int, AssignRow]:
         """Decide new leads, given as (id, cleaned fields), oldest first as batch routing does."""
         if not leads:
