@@ -101,6 +101,12 @@ class _Row:
             self._data = _decode_body(self.copy_body)  # type: ignore[arg-type]
         return self._data
 
+    def fields(self, names: frozenset[str]) -> dict[str, Any]:
+        """At least `names` of the cleaned values, for deciding the lead (a new dict)."""
+        if self._data is not None:
+            return dict(self._data)
+        return _decode_fields(self.copy_body, names)  # type: ignore[arg-type]
+
 
 def _emails(rows: Iterable[_Row]) -> set[str]:
     """The (normalised) emails of a chunk's rows that have one."""
@@ -350,14 +356,11 @@ class Importer:
         leads: list[tuple[int, dict[str, Any]]] = []
         with connection.cursor() as cur:
             ids = _lead_ids(cur, len(creators))
+        wanted = router.fields_read()
         for pk, r in zip(ids, creators, strict=True):
-            dups = merges.get(r.email) if r.email else None
-            if dups:
-                data = dict(r.data)  # the writer fills the row's own values in the same way
-                for dup in dups:
-                    _fill_blanks(data, dup.data)
-            else:
-                data = r.data
+            data = r.fields(wanted)
+            for dup in (merges.get(r.email) or ()) if r.email else ():
+                _fill_blanks(data, dup.fields(wanted))  # as the writer fills the row's own values
             leads.append((pk, data))
         plan = router.plan_ahead(leads, settled)
         return _Ahead([(r.row, [d.row for d in merges.get(r.email, ())] if r.email else []) for r in creators],
@@ -740,14 +743,32 @@ def _copy_body(d: dict[str, Any], received_iso: str | None = None) -> str:
 def _decode_body(body: str) -> dict[str, Any]:
     """The cleaned values back from `_copy_body`'s text: its exact inverse for what the cleaner makes
     (text without NUL, which COPY text cannot hold and `_copy_body` drops)."""
-    *texts, size, score, value, received, extra = body.split("\t")
-    data: dict[str, Any] = {name: copy_unescape(v) for name, v in zip(_TEXT_FIELDS, texts, strict=True)}
-    data["company_size"] = None if size == "\\N" else int(size)
-    data["score"] = None if score == "\\N" else int(score)
-    data["value"] = None if value == "\\N" else Decimal(value)
-    data["received_at"] = dt.datetime.fromisoformat(received)
-    data["extra"] = json.loads(copy_unescape(extra))
-    return data
+    return _decode_fields(body, _BODY_FIELDS)
+
+
+def _decode_fields(body: str, names: Iterable[str]) -> dict[str, Any]:
+    """`names` of the cleaned values in `_copy_body`'s text (names it does not hold are left out):
+    deciding a lead reads the few fields its rules test, and decoding all 18 was a tenth of the time
+    of the thread that decides a routed import."""
+    values = body.split("\t")
+    return {name: _BODY_READERS[name](values[_BODY_INDEX[name]]) for name in names if name in _BODY_INDEX}
+
+
+def _read_number(text: str) -> int | None:
+    return None if text == "\\N" else int(text)
+
+
+# `_copy_body`'s columns, and how each is read back.
+_BODY_FIELDS = [*_TEXT_FIELDS, "company_size", "score", "value", "received_at", "extra"]
+_BODY_INDEX = {name: i for i, name in enumerate(_BODY_FIELDS)}
+_BODY_READERS: dict[str, Callable[[str], Any]] = {
+    **dict.fromkeys(_TEXT_FIELDS, copy_unescape),
+    "company_size": _read_number,
+    "score": _read_number,
+    "value": lambda text: None if text == "\\N" else Decimal(text),
+    "received_at": dt.datetime.fromisoformat,
+    "extra": lambda text: json.loads(copy_unescape(text)),
+}
 
 
 def _lead_ids(cur, n: int) -> list[int]:

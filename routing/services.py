@@ -907,6 +907,12 @@ class NewLeadRouter:
             self._ahead = (loaded, selectors.cursors_load(keys), _Loads())
         return True
 
+    def fields_read(self) -> frozenset[str]:
+        """The lead fields `plan_ahead` reads under the rule set `ready_ahead` loaded: where the lead is,
+        when it came, and what the rules' conditions test."""
+        assert self._ahead is not None
+        return frozenset(_batch_fields(self._ahead[0])) | {"received_at"}
+
     def plan_ahead(self, leads: list[tuple[int, dict[str, Any]]], settled: Callable[[], None]) -> AheadPlan:
         """Decide new leads in the calling thread (on its own connection), outside any lock, for
         `take` to check and use later; `ready_ahead` said yes. Counts are read afresh only once

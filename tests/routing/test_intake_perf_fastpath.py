@@ -146,17 +146,22 @@ _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
     offset=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)),
                             dt.timezone(-dt.timedelta(hours=8))]),
     formatted=st.booleans(),
+    wanted=st.sets(st.sampled_from(["country", "region", "company_size", "score", "value", "received_at", "extra",
+                                    "priority", "id", "updated_at"])),
 )
 def test_a_rows_copy_text_reads_back_as_the_same_values(texts, size, score, value, extra, microseconds, offset,
-                                                        formatted):
+                                                        formatted, wanted):
     """Rows parsed in the forked worker travel as their COPY text; the few a merge needs are read back
-    from it, and must come back exactly as they were cleaned (tabs, backslashes, line breaks, JSON)."""
-    from routing.intake import _copy_body, _decode_body
+    from it, and must come back exactly as they were cleaned (tabs, backslashes, line breaks, JSON).
+    Deciding a lead reads back only the fields its rules test."""
+    from routing.intake import _copy_body, _decode_body, _decode_fields
 
     received = (NOW + dt.timedelta(microseconds=microseconds)).astimezone(offset)
     data = {**texts, "company_size": size, "score": score, "value": value, "extra": extra, "received_at": received}
 
-    back = _decode_body(_copy_body(data, received.isoformat() if formatted else None))
+    body = _copy_body(data, received.isoformat() if formatted else None)
+    back = _decode_body(body)
 
     assert back == data
+    assert _decode_fields(body, wanted) == {name: data[name] for name in wanted if name in data}
     assert back["received_at"].isoformat() == received.isoformat()  # the same instant, written the same way
