@@ -141,7 +141,7 @@ def lead_notify(lead_id: int, kind: str, **context) -> list[int]:
     text, now=datetime. Returns the ids of the rows written.
     """
     now = context.pop("now", None) or timezone.now()
-    lead = Lead.objects.select_related("owner__user", "pool").filter(pk=lead_id).first()
+    lead = Lead.objects.select_related("owner__user", "owner__team", "pool").filter(pk=lead_id).first()
     if lead is None:
         return []
     return [n.pk for n in notices_write([Notice(lead, kind, context)], now=now)]
@@ -164,8 +164,14 @@ def notices_write(
             rep_ids = [lead.owner_id] if notice.kind in OWNER_KINDS and lead.owner_id else []
         wanted.append(list(rep_ids))
     all_ids = {pk for ids in wanted for pk in ids}
-    # Rep.Meta.ordering (username) is the order recipients were always written in.
-    reps = list(Rep.objects.filter(pk__in=all_ids).select_related("user", "team")) if all_ids else []
+    # The usual notice goes to the lead's owner alone, who came with the lead (lead_notify reads them
+    # together): not read again. Otherwise in one query, in Rep.Meta.ordering (username), the order
+    # recipients were always written in.
+    owner = notices[0].lead.owner if len(all_ids) == 1 and _owner_read(notices[0].lead) else None
+    if owner is not None and owner.pk in all_ids:
+        reps = [owner]
+    else:
+        reps = list(Rep.objects.filter(pk__in=all_ids).select_related("user", "team")) if all_ids else []
 
     rows: list[Notification] = []
     in_app_only: list[Notification] = []
@@ -196,6 +202,12 @@ def notices_write(
         if to_send:
             transaction.on_commit(lambda: _enqueue_all(to_send))
     return created
+
+
+def _owner_read(lead: Lead) -> bool:
+    """Whether the lead's owner was read with it, with the user and team the notices need."""
+    return (lead.owner_id is not None and Lead.owner.is_cached(lead) and Rep.user.is_cached(lead.owner)
+            and Rep.team.is_cached(lead.owner))
 
 
 def _enqueue_all(ids: list[int]) -> None:

@@ -94,6 +94,21 @@ def test_the_teams_webhook_is_used_when_the_rep_has_none(webhook):
 
 
 @pytest.mark.django_db
+def test_telling_the_owner_reads_the_lead_and_its_owner_once(webhook, django_assert_num_queries,
+                                                              django_capture_on_commit_callbacks):
+    """Every routed API lead tells its owner while the rule cursors are held: the owner, their team's
+    webhook and their email come with the lead, and the rows are written in one INSERT."""
+    rep = RepFactory(team=Team.objects.create(name="EMEA", slack_webhook_url=webhook.url))
+    lead = owned_lead(rep)
+
+    with django_capture_on_commit_callbacks(), django_assert_num_queries(2):  # the read, the INSERT
+        lead_notify(lead.pk, "assigned", now=NOW)
+
+    assert Notification.objects.get(lead=lead, channel="webhook").payload["webhook_url"] == webhook.url
+    assert Notification.objects.get(lead=lead, channel="email").payload["to"] == rep.user.email
+
+
+@pytest.mark.django_db
 def test_a_rep_who_turned_off_email_and_webhooks_still_gets_the_in_app_notification(webhook):
     rep = RepFactory(slack_webhook_url=webhook.url, notify_email=False, notify_webhook=False)
     lead = owned_lead(rep)
