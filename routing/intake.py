@@ -880,11 +880,10 @@ def lead_receive(
                 return existing.pk, True
         lead = Lead.objects.create(**{name: data[name] for name in FIELDS}, extra=data["extra"])
         services.record_event(lead, LeadEvent.Kind.RECEIVED, at=lead.received_at, actor=actor, **detail)
-        if not locked:
-            router.read_reps()
 
         def route() -> None:
             if not locked:
+                router.prepare()  # what need not wait for the cursors, read before taking them
                 router.lock()
             router.decide([(lead.pk, {name: getattr(lead, name) for name in LEAD_FIELDS})])
             router.finish(stored=False)

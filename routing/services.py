@@ -830,15 +830,24 @@ class NewLeadRouter:
         # before the next plan), and whether the writer refused a plan since they were read.
         self._ahead: tuple[selectors.LoadedRuleSet, dict[str, CursorState], _Loads] | None = None
         self._refused = False
+        self._prepared = False  # `_loaded` was read by `prepare`, for `lock`
 
     def lock(self) -> None:
-        self._loaded, self._rows = routing_locked()
+        if self._prepared:
+            # Read by `prepare` just before: a rule set published in between routes this lead as one
+            # published just after it would have.
+            self._loaded, self._rows, self._prepared = self._loaded, _lock_cursors(self._loaded), False
+        else:
+            self._loaded, self._rows = routing_locked()
         self._plan, self._kept = None, None
 
-    def read_reps(self) -> None:
-        """Read the reps (teams, hours, time off; not their counts) now, before `lock`: whoever holds
-        the cursors makes every other router wait, so what need not be read under them is not."""
-        self._reps()
+    def prepare(self) -> None:
+        """Read what need not be read under the cursors, before `lock`: the published rule set and, if
+        there is one, the reps (teams, hours, time off; not their counts). Whoever holds the cursors
+        makes every other router wait."""
+        self._loaded, self._prepared = selectors.published_ruleset(), True
+        if self._loaded is not None:
+            self._reps()
 
     def decide(self, leads: list[tuple[int, dict[str, Any]]]) -> dict[int, AssignRow]:
         """Decide new leads, given as (id, cleaned fields), oldest first as batch routing does."""
