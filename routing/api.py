@@ -8,14 +8,13 @@ leads (and reads back the ones it created).
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -24,13 +23,12 @@ from ninja.errors import HttpError, ValidationError
 from pydantic import ConfigDict
 
 from leadops import roles
-from reps.models import Rep
 from routing import selectors, services
 from routing.api_auth import token_auth
 from routing.csvio import FIELDS
 from routing.intake import lead_receive
 from routing.intake_normalise import normalise_lead
-from routing.models import ApiToken, IdempotencyRecord, Lead, LeadEvent, Pool, Rule
+from routing.models import ApiToken, IdempotencyRecord, Lead, LeadEvent
 
 router = Router(auth=token_auth, tags=["leads"])
 
@@ -163,42 +161,18 @@ def _owner_name(lead: Lead) -> str | None:
 
 
 def _lead_result(lead_id: int, duplicate: bool) -> dict[str, Any]:
-    """Where a lead stands and why, for the create and status answers: one narrow read with the
-    latest explanation beside it, in plain SQL — every POST answers with it, and compiling the ORM's
-    version (a subquery and three joins) cost more CPU than the database spent running it."""
-    with connection.cursor() as cursor:
-        cursor.execute(_result_sql(connection.vendor), [*EXPLAINING_KINDS, lead_id])
-        row = cursor.fetchone()
-    if row is None:
-        raise Lead.DoesNotExist(lead_id)
-    status, owner, pool, rule, detail = row
-    if isinstance(detail, str):
-        detail = json.loads(detail)  # jsonb and SQLite's JSON both arrive as text, as JSONField reads them
+    """Where a lead stands and why, for the create and status answers."""
+    standing = selectors.lead_standing(lead_id, EXPLAINING_KINDS)
+    detail = standing["explained"]
     return {
         "id": lead_id,
-        "status": status,
-        "owner": owner,
-        "pool": pool,
-        "rule": rule,
+        "status": standing["status"],
+        "owner": standing["owner"],
+        "pool": standing["pool"],
+        "rule": standing["rule"],
         "explanation": selectors.explanation_expand(detail) if detail is not None else None,
         "duplicate_of": lead_id if duplicate else None,
     }
-
-
-@functools.cache
-def _result_sql(vendor: str) -> str:
-    q = connection.ops.quote_name
-    lead, event = q(Lead._meta.db_table), q(LeadEvent._meta.db_table)
-    rep, pool, rule = q(Rep._meta.db_table), q(Pool._meta.db_table), q(Rule._meta.db_table)
-    user = q(Rep.user.field.related_model._meta.db_table)
-    kinds = ", ".join(["%s"] * len(EXPLAINING_KINDS))
-    return (
-        f"SELECT l.status, u.username, p.name, r.name, "
-        f"(SELECT e.detail FROM {event} e WHERE e.lead_id = l.id AND e.kind IN ({kinds}) "
-        "ORDER BY e.at DESC, e.id DESC LIMIT 1) "
-        f"FROM {lead} l LEFT JOIN {rep} o ON o.id = l.owner_id LEFT JOIN {user} u ON u.id = o.user_id "
-        f"LEFT JOIN {pool} p ON p.id = l.pool_id LEFT JOIN {rule} r ON r.id = l.rule_id WHERE l.id = %s"
-    )
 
 
 def _validation_error(errors: list[tuple[str, str]]) -> ValidationError:

@@ -851,7 +851,9 @@ def lead_receive(
     duplicate; one transaction, so a lead is never seen unassigned on its way to an owner.
 
     Returns (the lead's id, merged). A merged duplicate keeps its owner; one still unassigned is routed now
-    (a duplicate through a routed channel ends the hold of a lead imported without routing).
+    (a duplicate through a routed channel ends the hold of a lead imported without routing). Called
+    inside a transaction (the API's Idempotency-Key record), a routed lead holds the rule cursors
+    until that transaction ends.
     """
     now = now or timezone.now()
     detail: dict[str, Any] = {"source": source}
@@ -860,36 +862,47 @@ def lead_receive(
     if not data.get("source"):
         data = {**data, "source": source}
     with transaction.atomic():
-        # Every routed lead takes its turn on the rule cursors, so everything that can happen before
-        # taking them does: an API lead holds them only while it is decided, written and committed
-        # (with 8 workers posting routed leads at once, holding them from the duplicate check on made
-        # each wait half as long again).
-        router = services.NewLeadRouter(now=now, actor=actor)
-        locked = False
-        open_leads = Lead.objects.open().filter(email=data["email"]).order_by("id").values_list("id", flat=True)
-        if data["email"] and open_leads.first() is not None:
-            # A merge locks the lead, and may route it: the cursors first (services.routing_locked),
-            # then the check again under the lock. The whole row is only built for a merge.
-            router.lock()
-            locked = True
-            existing_id = open_leads.select_for_update().first()
-            if existing_id is not None:
-                existing = _merge_received(existing_id, data, now=now, actor=actor, detail=detail)
-                if existing.status == Lead.Status.UNASSIGNED:
-                    _routed_or_kept(lambda: services.route_leads([existing.pk], now=now, actor=actor), existing.pk)
-                return existing.pk, True
+        if data["email"]:
+            merged_into = _merge_into_open(data, now=now, actor=actor, detail=detail)
+            if merged_into is not None:
+                return merged_into, True
         lead = Lead.objects.create(**{name: data[name] for name in FIELDS}, extra=data["extra"])
         services.record_event(lead, LeadEvent.Kind.RECEIVED, at=lead.received_at, actor=actor, **detail)
+        router = services.NewLeadRouter(now=now, actor=actor)
 
         def route() -> None:
-            if not locked:
-                router.prepare()  # what need not wait for the cursors, read before taking them
-                router.lock()
+            # Every other router waits while this one holds the rule cursors: the lead is written, and
+            # what need not wait for them is read, before taking them.
+            router.prepare()
+            router.lock()
             router.decide([(lead.pk, {name: getattr(lead, name) for name in LEAD_FIELDS})])
             router.finish(stored=False)
 
         _routed_or_kept(route, lead.pk)
     return lead.pk, False
+
+
+def _merge_into_open(data: dict[str, Any], *, now: dt.datetime, actor, detail: dict[str, Any]) -> int | None:
+    """Merge a received lead into the open lead with its email, if there is one: that lead's id, else None.
+
+    A duplicate of a lead nobody has yet is routed now, so the rule cursors are taken before its row is
+    locked (routing's lock order, services.routing_locked). A duplicate of a lead with an owner or in a
+    pool locks only that row: it must not wait for an import chunk holding the cursors. A lead that
+    lost its owner between the look and the lock is left to route_pending."""
+    open_leads = Lead.objects.open().filter(email=data["email"]).order_by("id")
+    found = open_leads.values_list("status", flat=True).first()
+    if found is None:
+        return None
+    routes = found == Lead.Status.UNASSIGNED
+    if routes:
+        services.routing_locked()
+    existing_id = open_leads.select_for_update().values_list("id", flat=True).first()
+    if existing_id is None:
+        return None  # closed meanwhile: received as a new lead
+    existing = _merge_received(existing_id, data, now=now, actor=actor, detail=detail)
+    if routes and existing.status == Lead.Status.UNASSIGNED:
+        _routed_or_kept(lambda: services.route_leads([existing.pk], now=now, actor=actor), existing.pk)
+    return existing.pk
 
 
 def _merge_received(pk: int, data: dict[str, Any], *, now: dt.datetime, actor, detail: dict[str, Any]) -> Lead:

@@ -125,7 +125,8 @@ def _rows_for_rep(rep: Rep, lead: Lead, kind: str, payload: dict[str, Any], now:
 @dataclass
 class Notice:
     """Something to tell about one lead: `lead` with `owner__user` and `pool` loaded (its current state,
-    e.g. the new deadline), `kind` and `context` as for `lead_notify`."""
+    e.g. the new deadline), `kind` and `context` as for `lead_notify`. With `owner__team` loaded too,
+    an owner who is the only recipient is not read again (the loaded owner must be current)."""
 
     lead: Lead
     kind: str

@@ -6,10 +6,12 @@ Everything returned is plain data for routing.engine; nothing here writes.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 
 from reps.availability import Schedule
@@ -23,7 +25,7 @@ from routing.engine import (
     compile_ruleset,
     expand_tried,
 )
-from routing.models import Lead, Rule, RuleCursor, RuleSet
+from routing.models import Lead, LeadEvent, Pool, Rule, RuleCursor, RuleSet
 from routing.rulefile import ruleset_validate
 
 DAY = dt.timedelta(hours=24)
@@ -305,6 +307,45 @@ def ruleset_data(rule_set: RuleSet, rows: list[Rule] | None = None) -> dict:
     }
     # Stored rules were validated when loaded; re-running the validator only fixes key order.
     return ruleset_validate(data)
+
+
+def lead_standing(lead_id: int, explaining: Sequence[str]) -> dict[str, Any]:
+    """A lead's status, owner's username, pool and rule names, and the detail of its latest event of
+    the `explaining` kinds ("explained"): one narrow read in plain SQL. Every API POST answers with it,
+    and compiling the ORM's version (a subquery and three joins) cost more CPU than running it."""
+    with connection.cursor() as cursor:
+        cursor.execute(_standing_sql(connection.vendor, len(explaining)), [*explaining, lead_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Lead.DoesNotExist(lead_id)
+    status, owner, pool, rule, detail = row
+    detail = LeadEvent._meta.get_field("detail").from_db_value(detail, None, connection)
+    return {"status": status, "owner": owner, "pool": pool, "rule": rule, "explained": detail}
+
+
+@functools.cache
+def _standing_sql(vendor: str, kinds: int) -> str:
+    q = connection.ops.quote_name
+
+    def col(model, name: str) -> str:
+        return q(model._meta.get_field(name).column)
+
+    user_model = get_user_model()
+    lead, event, rep = q(Lead._meta.db_table), q(LeadEvent._meta.db_table), q(Rep._meta.db_table)
+    pool, rule, user = q(Pool._meta.db_table), q(Rule._meta.db_table), q(user_model._meta.db_table)
+    pk = q(Lead._meta.pk.column)
+    return (
+        f"SELECT l.{col(Lead, 'status')}, u.{col(user_model, 'username')}, p.{col(Pool, 'name')}, "
+        f"r.{col(Rule, 'name')}, (SELECT e.{col(LeadEvent, 'detail')} FROM {event} e "
+        f"WHERE e.{col(LeadEvent, 'lead')} = l.{pk} AND e.{col(LeadEvent, 'kind')} IN ({', '.join(['%s'] * kinds)}) "
+        f"ORDER BY e.{col(LeadEvent, 'at')} DESC, e.{q(LeadEvent._meta.pk.column)} DESC LIMIT 1) "
+        f"FROM {lead} l "
+        f"LEFT JOIN {rep} o ON o.{q(Rep._meta.pk.column)} = l.{col(Lead, 'owner')} "
+        f"LEFT JOIN {user} u ON u.{q(user_model._meta.pk.column)} = o.{col(Rep, 'user')} "
+        f"LEFT JOIN {pool} p ON p.{q(Pool._meta.pk.column)} = l.{col(Lead, 'pool')} "
+        f"LEFT JOIN {rule} r ON r.{q(Rule._meta.pk.column)} = l.{col(Lead, 'rule')} "
+        f"WHERE l.{pk} = %s"
+    )
 
 
 def explanation_expand(detail: Any) -> Any:

@@ -834,9 +834,8 @@ class NewLeadRouter:
 
     def lock(self) -> None:
         if self._prepared:
-            # Read by `prepare` just before: a rule set published in between routes this lead as one
-            # published just after it would have.
-            self._loaded, self._rows, self._prepared = self._loaded, _lock_cursors(self._loaded), False
+            self._rows = _lock_cursors(self._loaded)
+            self._prepared = False
         else:
             self._loaded, self._rows = routing_locked()
         self._plan, self._kept = None, None
@@ -844,7 +843,9 @@ class NewLeadRouter:
     def prepare(self) -> None:
         """Read what need not be read under the cursors, before `lock`: the published rule set and, if
         there is one, the reps (teams, hours, time off; not their counts). Whoever holds the cursors
-        makes every other router wait."""
+        makes every other router wait. As with `routing_locked`, which also reads the rule set before
+        waiting for its cursors, a version published meanwhile routes the next leads, not these; with
+        no rules read, these are left unassigned for route_pending."""
         self._loaded, self._prepared = selectors.published_ruleset(), True
         if self._loaded is not None:
             self._reps()

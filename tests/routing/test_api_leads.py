@@ -338,27 +338,39 @@ def test_a_lead_the_rules_send_to_a_pool_answers_with_the_pool(client, ops_auth)
     assert body["explanation"]["pool"] == "Inbound"
 
 
-def test_a_lead_is_kept_unassigned_when_routing_it_fails(client, ops_auth, monkeypatch, caplog):
-    """A lead is never lost to a routing error: it is stored and answered as unassigned, with nothing
-    of the failed routing left behind (no owner, no turn taken, no message), and route_pending
-    tries again."""
-    from routing import services
-    from routing.models import Notification, RuleCursor
-    from routing.services import route_leads, ruleset_create_draft, ruleset_publish
+@pytest.fixture
+def erins_rules():
+    from routing.services import ruleset_create_draft, ruleset_publish
 
     RepFactory(user__username="erin")
     ruleset_publish(ruleset_create_draft({
         "name": "API test",
         "rules": [{"name": "Everyone to Erin", "candidates": {"reps": ["erin"]}, "strategy": "round_robin"}],
     }))
+
+
+@pytest.fixture
+def broken_routing(monkeypatch):
+    """Routing that fails at its very end: owner, turn and message written, then an error."""
+    from routing import services
+
     real_notify = services._notify_owners
 
     def broken(*args, **kwargs):
-        real_notify(*args, **kwargs)  # owner, turn and message written: then routing fails
+        real_notify(*args, **kwargs)
         raise RuntimeError("routing broke")
 
     monkeypatch.setattr(services, "_notify_owners", broken)
-    resp = post(client, "/api/leads/", {"email": "kept@lead.example"}, ops_auth)
+
+
+def test_a_lead_is_kept_unassigned_when_routing_it_fails(client, ops_auth, erins_rules, broken_routing, caplog,
+                                                         django_capture_on_commit_callbacks):
+    """A lead is never lost to a routing error: it is stored and answered as unassigned, with nothing of
+    the failed routing left behind (no owner, no turn taken, no message, nothing queued to send)."""
+    from routing.models import Notification, RuleCursor
+
+    with django_capture_on_commit_callbacks() as queued:
+        resp = post(client, "/api/leads/", {"email": "kept@lead.example"}, ops_auth)
 
     assert resp.status_code == 201
     body = resp.json()
@@ -367,11 +379,47 @@ def test_a_lead_is_kept_unassigned_when_routing_it_fails(client, ops_auth, monke
     assert (lead.status, lead.owner_id, lead.email) == ("unassigned", None, "kept@lead.example")
     assert list(lead.events.values_list("kind", flat=True)) == ["received"]
     assert not RuleCursor.objects.exclude(state={}).exists()  # nobody's turn was taken
-    assert not Notification.objects.exists()
+    assert not Notification.objects.exists() and queued == []
     assert "not routed" in caplog.text
 
-    monkeypatch.setattr(services, "_notify_owners", real_notify)
-    assert route_leads([lead.pk])["assigned"] == 1
+
+def test_a_lead_kept_after_a_routing_error_is_routed_by_route_pending(client, ops_auth, erins_rules, broken_routing,
+                                                                      monkeypatch):
+    lead_id = post(client, "/api/leads/", {"email": "kept@lead.example"}, ops_auth).json()["id"]
+    monkeypatch.undo()  # routing works again
+
+    call_command("route_pending", stdout=io.StringIO())
+
+    lead = Lead.objects.select_related("owner__user").get(pk=lead_id)
+    assert (lead.status, lead.owner.user.username) == ("assigned", "erin")
+
+
+def test_a_merge_is_kept_when_routing_the_lead_it_merged_into_fails(client, ops_auth, erins_rules, broken_routing):
+    held = LeadFactory(email="held@x.example", routing_held=True, phone="")
+
+    resp = post(client, "/api/leads/", {"email": "held@x.example", "phone": "+4930123456"}, ops_auth)
+
+    assert resp.status_code == 200 and resp.json()["duplicate_of"] == held.pk
+    held.refresh_from_db()
+    assert (held.status, held.phone, held.merged_count, held.routing_held) == ("unassigned", "+4930123456", 1, False)
+
+
+def test_a_duplicate_of_an_owned_lead_keeps_its_owner_and_is_not_routed_again(client, ops_auth, erins_rules):
+    owner = RepFactory(user__username="olga")
+    lead = LeadFactory(email="own@x.example", owner=owner, status="assigned")
+
+    resp = post(client, "/api/leads/", {"email": "own@x.example"}, ops_auth)
+
+    assert resp.status_code == 200 and (resp.json()["owner"], resp.json()["status"]) == ("olga", "assigned")
+    assert list(lead.events.values_list("kind", flat=True)) == ["merged"]
+
+
+def test_leads_without_an_email_are_never_merged_and_each_is_routed(client, ops_auth, erins_rules):
+    first = post(client, "/api/leads/", {"phone": "+4930123456"}, ops_auth).json()
+    second = post(client, "/api/leads/", {"phone": "+4930123456"}, ops_auth).json()
+
+    assert first["id"] != second["id"]
+    assert [(b["status"], b["owner"], b["duplicate_of"]) for b in (first, second)] == [("assigned", "erin", None)] * 2
 
 
 def test_a_token_records_when_it_was_last_used_to_the_minute(client, ops_user):

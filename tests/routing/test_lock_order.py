@@ -103,3 +103,45 @@ def test_routing_a_held_lead_by_hand_waits_for_routing_before_it_locks_the_lead(
     assert errors == [] and free
     lead.refresh_from_db()
     assert (lead.status, lead.routing_held, lead.owner.user.username) == ("assigned", False, "ann")
+
+
+def test_a_duplicate_of_an_owned_lead_does_not_wait_for_a_chunk_holding_the_cursors():
+    """A web-form repeat of someone who has an owner is merged at once: only a lead nobody has yet is
+    routed, so only that waits for an import chunk to give up the rule cursors."""
+    from routing.intake import lead_receive
+
+    owner = RepFactory(user__username="ann")
+    ruleset_publish(ruleset_create_draft(
+        {"name": "All", "rules": [{"name": "All", "candidates": {"reps": ["ann"]}, "strategy": "round_robin"}]}))
+    lead = LeadFactory(email="own@x.example", owner=owner, status="assigned")
+    with transaction.atomic():
+        routing_locked()  # the cursor rows exist before the chunk takes them
+    holding, release = threading.Event(), threading.Event()
+
+    def chunk() -> None:
+        try:
+            with transaction.atomic():
+                routing_locked()
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=chunk)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        with connection.cursor() as cur:
+            cur.execute("SET lock_timeout = '2s'")  # waiting for the cursors would fail here
+        data = {"email": "own@x.example", "first_name": "", "last_name": "", "phone": "+4930123456", "company": "",
+                "title": "", "country": "", "region": "", "postcode": "", "industry": "", "company_size": None,
+                "product": "", "source": "", "score": None, "priority": "normal", "value": None,
+                "received_at": lead.received_at, "extra": {}}
+        assert lead_receive(data, source="webform") == (lead.pk, True)
+    finally:
+        release.set()
+        thread.join()
+        with connection.cursor() as cur:
+            cur.execute("SET lock_timeout = 0")
+    lead.refresh_from_db()
+    assert (lead.owner_id, lead.phone, lead.merged_count) == (owner.pk, "+4930123456", 1)
