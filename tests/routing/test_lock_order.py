@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -15,6 +16,7 @@ from routing.models import Lead
 from routing.services import lead_route_by_hand, routing_locked, ruleset_create_draft, ruleset_publish
 from routing.sla import lead_escalate
 from tests.factories import LeadFactory, RepFactory, weekday_hours
+from tests.routing.test_import_command import _api_data
 from tests.routing.test_sla import MONDAY_0905, assigned_lead, make_rule
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -36,10 +38,10 @@ def lead_is_free(lead_id: int) -> bool:
         return False
 
 
-def run_beside_an_import_chunk(lead_id: int, action: Callable[[], object]) -> tuple[bool, list[BaseException]]:
-    """Hold routing's locks as an import chunk does, start `action` in another thread and wait until
-    it queues behind them; then see whether `action` holds the lead meanwhile, and let the chunk go on
-    to lock the lead (its duplicate merges into it). Returns (lead free while waiting, errors)."""
+@contextmanager
+def an_import_chunk(then: Callable[[], object] = lambda: None) -> Iterator[list[BaseException]]:
+    """A thread holding routing's locks as an import chunk does, from entering the block until it ends;
+    then, still in its transaction, it runs `then`. Yields the list its errors are put in."""
     with transaction.atomic():
         routing_locked()  # the cursor rows exist before the threads race for them
     holding, release = threading.Event(), threading.Event()
@@ -51,11 +53,26 @@ def run_beside_an_import_chunk(lead_id: int, action: Callable[[], object]) -> tu
                 routing_locked()
                 holding.set()
                 release.wait(10)
-                list(Lead.objects.select_for_update().filter(pk=lead_id))
+                then()
         except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
+
+    thread = threading.Thread(target=chunk)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        yield errors
+    finally:
+        release.set()
+        thread.join(20)
+
+
+def run_beside_an_import_chunk(lead_id: int, action: Callable[[], object]) -> tuple[bool, list[BaseException]]:
+    """Hold routing's locks as an import chunk does, start `action` in another thread and wait until
+    it queues behind them; then see whether `action` holds the lead meanwhile, and let the chunk go on
+    to lock the lead (its duplicate merges into it). Returns (lead free while waiting, errors)."""
 
     def other() -> None:
         try:
@@ -65,17 +82,14 @@ def run_beside_an_import_chunk(lead_id: int, action: Callable[[], object]) -> tu
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=chunk), threading.Thread(target=other)]
-    threads[0].start()
-    assert holding.wait(10)
-    threads[1].start()
-    deadline = time.monotonic() + 10
-    while not waiting_on_a_lock() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    free = lead_is_free(lead_id)
-    release.set()
-    for t in threads:
-        t.join(20)
+    with an_import_chunk(lambda: list(Lead.objects.select_for_update().filter(pk=lead_id))) as errors:
+        thread = threading.Thread(target=other)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not waiting_on_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        free = lead_is_free(lead_id)
+    thread.join(20)
     return free, errors
 
 
@@ -114,34 +128,17 @@ def test_a_duplicate_of_an_owned_lead_does_not_wait_for_a_chunk_holding_the_curs
     ruleset_publish(ruleset_create_draft(
         {"name": "All", "rules": [{"name": "All", "candidates": {"reps": ["ann"]}, "strategy": "round_robin"}]}))
     lead = LeadFactory(email="own@x.example", owner=owner, status="assigned")
-    with transaction.atomic():
-        routing_locked()  # the cursor rows exist before the chunk takes them
-    holding, release = threading.Event(), threading.Event()
+    data = {**_api_data("own@x.example"), "phone": "+4930123456"}
 
-    def chunk() -> None:
-        try:
-            with transaction.atomic():
-                routing_locked()
-                holding.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=chunk)
-    thread.start()
-    try:
-        assert holding.wait(10)
+    with an_import_chunk() as errors:
         with connection.cursor() as cur:
             cur.execute("SET lock_timeout = '2s'")  # waiting for the cursors would fail here
-        data = {"email": "own@x.example", "first_name": "", "last_name": "", "phone": "+4930123456", "company": "",
-                "title": "", "country": "", "region": "", "postcode": "", "industry": "", "company_size": None,
-                "product": "", "source": "", "score": None, "priority": "normal", "value": None,
-                "received_at": lead.received_at, "extra": {}}
-        assert lead_receive(data, source="webform") == (lead.pk, True)
-    finally:
-        release.set()
-        thread.join()
-        with connection.cursor() as cur:
-            cur.execute("SET lock_timeout = 0")
+        try:
+            merged = lead_receive(data, source="webform")
+        finally:
+            with connection.cursor() as cur:
+                cur.execute("SET lock_timeout = 0")
+
+    assert merged == (lead.pk, True) and errors == []
     lead.refresh_from_db()
     assert (lead.owner_id, lead.phone, lead.merged_count) == (owner.pk, "+4930123456", 1)
