@@ -37,7 +37,7 @@ from leadops.forking import can_fork, iterate_in_fork
 from leadops.threads import fewer_collections, responsive_threads
 from routing import services
 from routing.csvio import EXTRA, FIELDS, FORMULA_START, IGNORE, CsvFile
-from routing.engine import iso_text
+from routing.engine import iso_text, lead_data
 from routing.intake_normalise import LeadCleaner, row_cleaner
 from routing.models import ImportJob, Lead, LeadEvent
 from routing.models.lead import LEAD_FIELDS
@@ -875,7 +875,7 @@ def lead_receive(
             # what need not wait for them is read, before taking them.
             router.prepare()
             router.lock()
-            router.decide([(lead.pk, {name: getattr(lead, name) for name in LEAD_FIELDS})])
+            router.decide([(lead.pk, lead_data(lead, LEAD_FIELDS))])
             router.finish(stored=False)
 
         _routed_or_kept(route, lead.pk)
