@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 
 from django.conf import settings
-from django.db import models
+from django.contrib.auth import get_user_model
+from django.db import connection, models
+
+from leadops import sqlrows
 
 
 class ImportJob(models.Model):
@@ -100,17 +104,41 @@ class ApiToken(models.Model):
     @classmethod
     def lookup(cls, raw: str) -> ApiToken | None:
         """The live token with this secret, its user, and the user's group names (`group_names`) —
-        one query, a row per group, for the role checks every API call starts with."""
-        rows = list(
-            cls.objects.select_related("user")
-            .filter(token_hash=hash_token(raw), revoked_at__isnull=True, user__is_active=True)
-            .annotate(group_name=models.F("user__groups__name"))
-        )
+        one query, a row per group, for the role checks every API call starts with. Plain SQL
+        (leadops.sqlrows): compiling the ORM's version of this join was a fifth of an API POST's CPU."""
+        user_model = get_user_model()
+        with connection.cursor() as cursor:
+            cursor.execute(_lookup_sql(connection.vendor), [hash_token(raw), True])
+            rows = cursor.fetchall()
         if not rows:
             return None
-        token = rows[0]
-        token.group_names = sorted({row.group_name for row in rows if row.group_name})
+        n = sqlrows.width(cls)
+        token = sqlrows.instance(cls, rows[0][:n])
+        token.user = sqlrows.instance(user_model, rows[0][n:-1])
+        token.group_names = sorted({row[-1] for row in rows if row[-1]})
         return token
+
+
+@functools.cache
+def _lookup_sql(vendor: str) -> str:
+    q = connection.ops.quote_name
+    user_model = get_user_model()
+    groups = user_model._meta.get_field("groups")
+    through, group = groups.remote_field.through._meta, groups.related_model._meta
+
+    def col(meta, name: str) -> str:
+        return q(meta.get_field(name).column)
+
+    token, user = ApiToken._meta, user_model._meta
+    return (
+        f"SELECT {sqlrows.columns(ApiToken, 't')}, {sqlrows.columns(user_model, 'u')}, g.{col(group, 'name')}"
+        f" FROM {q(token.db_table)} t"
+        f" JOIN {q(user.db_table)} u ON u.{q(user.pk.column)} = t.{col(token, 'user')}"
+        f" LEFT JOIN {q(through.db_table)} ug ON ug.{col(through, user.model_name)} = u.{q(user.pk.column)}"
+        f" LEFT JOIN {q(group.db_table)} g ON g.{q(group.pk.column)} = ug.{col(through, group.model_name)}"
+        f" WHERE t.{col(token, 'token_hash')} = %s AND t.{col(token, 'revoked_at')} IS NULL"
+        f" AND u.{col(user, 'is_active')} = %s"
+    )
 
 
 class IdempotencyRecord(models.Model):
