@@ -416,6 +416,94 @@ def test_a_lead_closed_between_the_lookup_and_the_write_takes_no_merge(tmp_path,
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_chunk_written_again_sends_the_next_chunk_back_to_its_new_leads(tmp_path, monkeypatch):
+    """Two writers: chunk 1 dedupes against chunk 0's new leads before chunk 0 commits. Here chunk 0
+    must be written again (the lead it merged late@ into was won meanwhile), which makes late@ a new
+    lead chunk 1 did not know of: chunk 1 is written again too, and its late@ row merges into that
+    lead instead of creating a second one."""
+    import threading
+
+    from routing import intake
+    from routing.csvio import open_path
+
+    won = LeadFactory(email="late@x.example", status="assigned")
+    lookup, still_open, complete = intake._open_leads_by_email, intake._still_open, intake.Importer._complete_lookup
+    chunk_1_deduped = threading.Event()
+    rewritten: list[int] = []
+
+    def closing_after_lookup(emails):
+        found = lookup(emails)
+        if won.pk in found.values():  # chunk 0's lookup found it; won before chunk 1's lookup runs
+            Lead.objects.filter(pk=won.pk).update(status="won")
+        return found
+
+    def completing(self, valid, committed, existing):
+        found = complete(self, valid, committed, existing)
+        if any(r.row == 5 for r in valid):
+            chunk_1_deduped.set()
+        return found
+
+    def checking_once_chunk_1_deduped(existing):
+        if won.pk in existing.values():
+            assert chunk_1_deduped.wait(10)
+        return still_open(existing)
+
+    write_chunk = intake.Importer._write_chunk
+
+    def rewriting(self, valid, *args):
+        rewritten.append(valid[0].row)
+        return write_chunk(self, valid, *args)
+
+    monkeypatch.setattr(intake, "_open_leads_by_email", closing_after_lookup)
+    monkeypatch.setattr(intake.Importer, "_complete_lookup", completing)
+    monkeypatch.setattr(intake, "_still_open", checking_once_chunk_1_deduped)
+    monkeypatch.setattr(intake.Importer, "_write_chunk", rewriting)
+    rows = [["late@x.example", "L", "One", "", "DE", "", ""], ["new@x.example", "N", "One", "", "DE", "", ""],
+            ["a@x.example", "A", "A", "", "DE", "", ""],
+            ["LATE@x.example", "L", "Two", "Late Co", "DE", "", ""], ["c@x.example", "C", "C", "", "DE", "", ""],
+            ["b@x.example", "B", "B", "", "DE", "", ""]]
+    csvfile, stream = open_path(write_csv(tmp_path, rows))
+
+    with stream:
+        result = intake.Importer(source="t", route=False, chunk_rows=3).run(csvfile)
+
+    assert rewritten == [2, 5]  # both chunks, each once, in order
+    assert (result.rows, result.created, result.merged) == (6, 5, 1)
+    late = Lead.objects.get(email="late@x.example", status="unassigned")
+    assert (late.last_name, late.company, late.merged_count) == ("One", "Late Co", 1)
+    won.refresh_from_db()
+    assert (won.status, won.merged_count) == ("won", 0)
+    assert list(LeadEvent.objects.filter(kind="merged").values_list("lead", flat=True)) == [late.pk]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_when_one_writer_fails_the_other_stops_and_the_chunks_before_stay(tmp_path, monkeypatch):
+    """Two writers: chunk 2 fails while chunk 3 is being written beside it. The import raises that
+    error; chunks 0 and 1 stay, nothing of chunks 2 and 3 does."""
+    from routing import intake
+    from routing.csvio import open_path
+
+    write = intake._write_chunk_pg
+
+    def failing_on_chunk_2(creators, *args, **kwargs):
+        if creators and creators[0].row == 6:
+            raise RuntimeError("disk full")
+        return write(creators, *args, **kwargs)
+
+    monkeypatch.setattr(intake, "_write_chunk_pg", failing_on_chunk_2)
+    rows = [[f"f{i}@x.example", "F", str(i), "Co", "DE", "", ""] for i in range(10)]
+    csvfile, stream = open_path(write_csv(tmp_path, rows))
+
+    with stream, pytest.raises(RuntimeError, match="disk full"):
+        intake.Importer(source="t", route=False, chunk_rows=2).run(csvfile)
+
+    assert sorted(Lead.objects.values_list("email", flat=True)) == [f"f{i}@x.example" for i in range(4)]
+    assert LeadEvent.objects.count() == 4
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_a_lead_the_writer_will_merge_into_cannot_be_closed_until_the_chunk_commits(tmp_path, monkeypatch):
     """Between the writer's re-check that a found lead is open and its merge UPDATE, a rep marking the
     lead won must wait: otherwise the duplicate merges into a lead that is already won."""
