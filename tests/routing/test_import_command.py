@@ -504,6 +504,118 @@ def test_when_one_writer_fails_the_other_stops_and_the_chunks_before_stay(tmp_pa
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_two_imports_merging_into_the_same_leads_at_once_both_finish_and_count_every_row(tmp_path):
+    """Two imports at once, each with its two writers, whose files repeat the same 30 open leads in
+    different orders: every chunk locks the leads it merges into in id order, and no writer waits for
+    another chunk while holding them, so neither import deadlocks and every merge is counted once."""
+    import random
+    import threading
+
+    from django.db import connection
+
+    from routing.csvio import open_path
+    from routing.intake import Importer
+
+    old = [LeadFactory(email=f"old{i}@x.example", status="assigned") for i in range(30)]
+    results: dict[str, object] = {}
+
+    def rows_for(name: str, seed: int) -> list[list[str]]:
+        rows = [[f"{name}{i}@x.example", "N", str(i), "Co", "DE", "", ""] for i in range(120)]
+        rows += [[f"OLD{i % 30}@x.example", "O", name, "", "DE", "", ""] for i in range(90)]
+        random.Random(seed).shuffle(rows)
+        return rows
+
+    def run(name: str, seed: int) -> None:
+        try:
+            csvfile, stream = open_path(write_csv(tmp_path, rows_for(name, seed), name=f"{name}.csv"))
+            with stream:
+                results[name] = Importer(source=name, route=False, chunk_rows=15).run(csvfile)
+        except Exception as exc:
+            results[name] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(name, seed)) for name, seed in (("a", 1), ("b", 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    for name in ("a", "b"):
+        result = results[name]
+        assert not isinstance(result, Exception), result
+        assert (result.rows, result.created, result.merged, result.failed) == (210, 120, 90, 0)
+    assert sorted(Lead.objects.filter(pk__in=[o.pk for o in old]).values_list("merged_count", flat=True)) == [6] * 30
+    assert Lead.objects.count() == 30 + 240
+    assert LeadEvent.objects.filter(kind="merged").count() == 180
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_waiting_for_the_one_before_holds_no_lead_another_writer_needs(tmp_path, monkeypatch):
+    """Chunk 0 merges into `low`, chunk 1 into `high`. Another import holds `low` and then wants
+    `high`. If chunk 1 locked `high` before waiting for chunk 0 to commit, the three would wait for
+    each other for ever (chunk 0 for `low`, the other import for `high`, chunk 1 for chunk 0), a cycle
+    PostgreSQL cannot see: chunk 1 must lock only once chunk 0 has committed."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from routing import intake
+    from routing.csvio import open_path
+
+    low = LeadFactory(email="low@x.example", status="assigned")
+    high = LeadFactory(email="high@x.example", status="assigned")
+    other_holds_low, chunk_1_waits, errors = threading.Event(), threading.Event(), []
+    calls: dict[int, int] = {}
+    wait, still_open = intake.Importer._await, intake._still_open
+
+    def other_import() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cur:
+                cur.execute("SET LOCAL lock_timeout = '2s'")
+                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [low.pk])
+                other_holds_low.set()
+                assert chunk_1_waits.wait(10)
+                time.sleep(0.1)  # chunk 1 is inside its wait for chunk 0 now
+                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [high.pk])
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            other_holds_low.set()
+            connection.close()
+
+    other = threading.Thread(target=other_import)
+
+    def watching(self, index, ready):
+        calls[index] = calls.get(index, 0) + 1
+        if index == 1 and calls[index] == 2:  # chunk 1 waits for chunk 0 to commit
+            chunk_1_waits.set()
+        return wait(self, index, ready)
+
+    def once_the_other_holds_low(existing):
+        if low.pk in existing.values() and not other.is_alive():
+            other.start()
+            assert other_holds_low.wait(10)
+        return still_open(existing)
+
+    monkeypatch.setattr(intake.Importer, "_await", watching)
+    monkeypatch.setattr(intake, "_still_open", once_the_other_holds_low)
+    rows = [["LOW@x.example", "L", "Low", "", "DE", "", ""], ["HIGH@x.example", "H", "High", "", "DE", "", ""]]
+    csvfile, stream = open_path(write_csv(tmp_path, rows))
+
+    with stream:
+        result = intake.Importer(source="t", route=False, chunk_rows=1).run(csvfile)
+    other.join(10)
+
+    assert errors == []
+    assert (result.created, result.merged) == (0, 2)
+    assert sorted(Lead.objects.values_list("merged_count", flat=True)) == [1, 1]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_a_lead_the_writer_will_merge_into_cannot_be_closed_until_the_chunk_commits(tmp_path, monkeypatch):
     """Between the writer's re-check that a found lead is open and its merge UPDATE, a rep marking the
     lead won must wait: otherwise the duplicate merges into a lead that is already won."""
