@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection, transaction
 from django.utils import timezone
 
 from routing.models import Lead, LeadEvent
@@ -44,6 +48,28 @@ def assert_adds_up(summary: dict) -> None:
     assert len(failed_rows) == summary["failed"]
     for err in summary["errors"]:
         assert set(err) == {"row", "column", "message"} and err["message"]
+
+
+def another_import_locking(first: int, second: int, *, then: Callable[[], None], held: threading.Event,
+                           errors: list[Exception], timeout: str) -> threading.Thread:
+    """A thread standing for another import: in one transaction it locks lead `first`, sets `held`,
+    calls `then()` and locks lead `second`, giving up after `timeout` (its error goes to `errors`)."""
+
+    def run() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cur:
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", [timeout])
+                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [first])
+                held.set()
+                then()
+                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [second])
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            held.set()
+            connection.close()
+
+    return threading.Thread(target=run)
 
 
 def test_it_prints_exactly_the_contract_summary_keys(tmp_path):
@@ -355,7 +381,6 @@ def test_duplicates_across_chunks_merge_when_the_database_writes_in_parallel(tmp
 def test_a_duplicate_in_a_chunk_not_yet_committed_when_looked_up_still_merges(tmp_path, monkeypatch):
     """The main thread looks each chunk up while the writer may still be writing the chunks before it;
     a slow writer makes sure it is, and the duplicates sit in neighbouring chunks."""
-    import time
 
     from routing import intake
     from routing.csvio import open_path
@@ -421,7 +446,6 @@ def test_a_chunk_written_again_sends_the_next_chunk_back_to_its_new_leads(tmp_pa
     must be written again (the lead it merged late@ into was won meanwhile), which makes late@ a new
     lead chunk 1 did not know of: chunk 1 is written again too, and its late@ row merges into that
     lead instead of creating a second one."""
-    import threading
 
     from routing import intake
     from routing.csvio import open_path
@@ -509,9 +533,6 @@ def test_two_imports_merging_into_the_same_leads_at_once_both_finish_and_count_e
     different orders: every chunk locks the leads it merges into in id order, and no writer waits for
     another chunk while holding them, so neither import deadlocks and every merge is counted once."""
     import random
-    import threading
-
-    from django.db import connection
 
     from routing.csvio import open_path
     from routing.intake import Importer
@@ -557,10 +578,7 @@ def test_a_chunk_waiting_for_the_one_before_holds_no_lead_another_writer_needs(t
     `high`. If chunk 1 locked `high` before waiting for chunk 0 to commit, the three would wait for
     each other for ever (chunk 0 for `low`, the other import for `high`, chunk 1 for chunk 0), a cycle
     PostgreSQL cannot see: chunk 1 must lock only once chunk 0 has committed."""
-    import threading
-    import time
 
-    from django.db import connection, transaction
 
     from routing import intake
     from routing.csvio import open_path
@@ -571,22 +589,12 @@ def test_a_chunk_waiting_for_the_one_before_holds_no_lead_another_writer_needs(t
     calls: dict[int, int] = {}
     wait, still_open = intake.Importer._await, intake._still_open
 
-    def other_import() -> None:
-        try:
-            with transaction.atomic(), connection.cursor() as cur:
-                cur.execute("SET LOCAL lock_timeout = '2s'")
-                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [low.pk])
-                other_holds_low.set()
-                assert chunk_1_waits.wait(10)
-                time.sleep(0.1)  # chunk 1 is inside its wait for chunk 0 now
-                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [high.pk])
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            other_holds_low.set()
-            connection.close()
+    def until_chunk_1_waits() -> None:
+        assert chunk_1_waits.wait(10)
+        time.sleep(0.1)  # chunk 1 is inside its wait for chunk 0 now
 
-    other = threading.Thread(target=other_import)
+    other = another_import_locking(low.pk, high.pk, then=until_chunk_1_waits, held=other_holds_low, errors=errors,
+                                   timeout="2s")
 
     def watching(self, index, ready):
         calls[index] = calls.get(index, 0) + 1
@@ -619,9 +627,8 @@ def test_a_chunk_waiting_for_the_one_before_holds_no_lead_another_writer_needs(t
 def test_a_lead_the_writer_will_merge_into_cannot_be_closed_until_the_chunk_commits(tmp_path, monkeypatch):
     """Between the writer's re-check that a found lead is open and its merge UPDATE, a rep marking the
     lead won must wait: otherwise the duplicate merges into a lead that is already won."""
-    import threading
 
-    from django.db import OperationalError, connection
+    from django.db import OperationalError
 
     from routing import intake
     from routing.csvio import open_path
@@ -669,10 +676,7 @@ def test_re_locking_after_a_closed_lead_cannot_deadlock_with_another_import():
     """The writer found `high` open and `closed` for x@; closed by now, x@'s open lead is `low`. Another
     import holds `low` and wants `high`. Taking `low` while still holding `high` would deadlock: the
     writer must let go of `high` and lock both in id order."""
-    import threading
-    import time
 
-    from django.db import connection, transaction
 
     from routing import intake
 
@@ -684,26 +688,17 @@ def test_re_locking_after_a_closed_lead_cannot_deadlock_with_another_import():
         cur.execute("SELECT pg_backend_pid()")
         (writer_pid,) = cur.fetchone()
 
-    def other_import() -> None:
-        try:
-            with transaction.atomic(), connection.cursor() as cur:
-                cur.execute("SET LOCAL lock_timeout = '5s'")
-                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [low.pk])
-                held.set()
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline:  # until the writer waits for `low`, which we hold
-                    cur.execute("SELECT pg_backend_pid() = ANY(pg_blocking_pids(%s))", [writer_pid])
-                    if cur.fetchone()[0]:
-                        break
-                    time.sleep(0.01)
-                cur.execute("SELECT id FROM routing_lead WHERE id = %s FOR UPDATE", [high.pk])
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            held.set()
-            connection.close()
+    def until_the_writer_waits_for_low() -> None:  # which this import holds
+        with connection.cursor() as cur:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                cur.execute("SELECT pg_backend_pid() = ANY(pg_blocking_pids(%s))", [writer_pid])
+                if cur.fetchone()[0]:
+                    break
+                time.sleep(0.01)
 
-    other = threading.Thread(target=other_import)
+    other = another_import_locking(low.pk, high.pk, then=until_the_writer_waits_for_low, held=held, errors=errors,
+                                   timeout="5s")
     other.start()
     held.wait(5)
     try:
@@ -720,7 +715,6 @@ def test_re_locking_after_a_closed_lead_cannot_deadlock_with_another_import():
 def test_a_merging_import_inside_a_transaction_leaves_the_planner_as_it_found_it(tmp_path):
     """Inside the caller's transaction each chunk is a savepoint, and releasing one keeps SET LOCAL:
     routing and the caller's later queries must not run with hash joins turned off."""
-    from django.db import connection
 
     LeadFactory(email="old@x.example", status="assigned")
 
@@ -781,7 +775,6 @@ def forks(monkeypatch) -> list[int]:
     running when the test starts (the session's live server, idle between browser tests) do not
     keep it from forking here; threads the test starts do, as any other thread does in can_fork."""
     import os
-    import threading
 
     from routing import intake
 
@@ -869,7 +862,6 @@ def test_when_the_system_cannot_fork_the_import_parses_in_process_and_loses_noth
 def test_an_import_beside_another_thread_parses_in_process(tmp_path, forks):
     """A threaded web server's request (or a second import) must not fork: the worker could inherit a
     lock another thread holds and wait for it forever."""
-    import threading
 
     from routing.csvio import open_path
     from routing.intake import Importer
@@ -1132,7 +1124,6 @@ def test_a_chunk_that_fails_leaves_nothing_of_it_and_the_chunks_before_stay_rout
     """Writing and routing a chunk are one transaction: when either fails on the third chunk, the import
     stops, none of that chunk's leads is stored (unrouted or half-assigned), and the two chunks
     before it stay, routed."""
-    from django.db import connection
 
     from routing import intake, services
     from routing.csvio import open_path
