@@ -502,6 +502,43 @@ def test_a_chunk_written_again_sends_the_next_chunk_back_to_its_new_leads(tmp_pa
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_chunk_written_again_sends_back_only_chunks_that_relied_on_what_changed(tmp_path, monkeypatch):
+    """A lead chunk 1 merges into is won during the import: chunk 1 is written again alone. The chunks
+    after it share no email with it, so they keep their first write (a rewrite used to send every
+    later chunk back as well, each one alone, undoing the two writers for the rest of the file)."""
+    from routing import intake
+    from routing.csvio import open_path
+
+    won = LeadFactory(email="late@x.example", status="assigned")
+    lookup, write_chunk = intake._open_leads_by_email, intake.Importer._write_chunk
+    rewritten: list[int] = []
+
+    def closing_after_lookup(emails):
+        found = lookup(emails)
+        if won.pk in found.values():
+            Lead.objects.filter(pk=won.pk).update(status="won")
+        return found
+
+    def rewriting(self, valid, *args):
+        rewritten.append(valid[0].row)
+        return write_chunk(self, valid, *args)
+
+    monkeypatch.setattr(intake, "_open_leads_by_email", closing_after_lookup)
+    monkeypatch.setattr(intake.Importer, "_write_chunk", rewriting)
+    rows = [[f"f{i}@x.example", "F", str(i), "Co", "DE", "", ""] for i in range(40)]
+    rows[2] = ["late@x.example", "L", "Late", "", "DE", "", ""]  # chunk 1 (rows 4-5 of the file)
+    csvfile, stream = open_path(write_csv(tmp_path, rows))
+
+    with stream:
+        result = intake.Importer(source="t", route=False, chunk_rows=2).run(csvfile)
+
+    assert rewritten == [4]
+    assert (result.created, result.merged) == (40, 0)
+    assert Lead.objects.filter(status="unassigned").count() == 40
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_when_one_writer_fails_the_other_stops_and_the_chunks_before_stay(tmp_path, monkeypatch):
     """Two writers: chunk 2 fails while chunk 3 is being written beside it. The import raises that
     error; chunks 0 and 1 stay, nothing of chunks 2 and 3 does."""
