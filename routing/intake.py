@@ -305,27 +305,29 @@ class Importer:
         failures: list[BaseException] = []
         self._committed, self._writer_failed, self._recent, self._predicted = 0, False, {}, {}
 
+        # A routed import has one writer: each chunk holds the rule cursors until it commits.
+        lanes = self._router is None
+        self._rewritten.clear()
+        self._failed_at = sys.maxsize
+
         def writer(write: Callable[..., None]) -> None:
-            chunk: tuple = ()
+            index = -1  # of the chunk in hand, with two writers (the first item of theirs)
             try:
                 for chunk in iter(chunks.get, None):
+                    index = chunk[0] if lanes else -1
                     write(*chunk)
             except BaseException as exc:
                 failures.append(exc)
                 with self._progress:
                     self._writer_failed = True
                     if lanes:  # the chunks after it cannot commit; the one before it still can
-                        self._failed_at = min(self._failed_at, chunk[0])
+                        self._failed_at = min(self._failed_at, index)
                     self._progress.notify_all()
                 while chunks.get() is not None:  # let the parser finish putting
                     pass
             finally:
                 connection.close()
 
-        # A routed import has one writer: each chunk holds the rule cursors until it commits.
-        lanes = self._router is None
-        self._rewritten.clear()
-        self._failed_at = sys.maxsize
         threads = [
             threading.Thread(target=writer, args=(self._write_in_lane if lanes else self._consume,),
                              name=f"intake-writer-{i}", daemon=True)
@@ -909,6 +911,8 @@ def _write_chunk_pg(
     plus one UPDATE for the leads that duplicates merged into. Returns the number of merged events.
 
     The leads in `owners` (lead id → the routing decision's row) are written assigned to their owner.
+    Without `update_existing` the merges into `into_existing` get their events but not the UPDATE,
+    which the caller runs once it holds those leads (`Importer._write_in_lane`).
     Each lead's COPY text was formatted where it was parsed (`_copy_body`): this thread keeps the
     database busy, so it only adds the id, the merge count and the owner.
     """

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 
 from leadops import roles
 from tests.factories import RepFactory, UserFactory
 
 CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Django's cache (the admin's filter values) starts empty for every test."""
+    cache.clear()
 
 
 @pytest.fixture

@@ -105,7 +105,8 @@ class ApiToken(models.Model):
     def lookup(cls, raw: str) -> ApiToken | None:
         """The live token with this secret, its user, and the user's group names (`group_names`) —
         one query, a row per group, for the role checks every API call starts with. Plain SQL
-        (leadops.sqlrows): compiling the ORM's version of this join was a fifth of an API POST's CPU."""
+        (leadops.sqlrows): compiling the ORM's version of this join was a fifth of an API POST's CPU.
+        The user model must keep its fields in its own table (Django's, or one built on AbstractUser)."""
         user_model = get_user_model()
         with connection.cursor() as cursor:
             cursor.execute(_lookup_sql(connection.vendor), [hash_token(raw), True])
@@ -123,8 +124,8 @@ class ApiToken(models.Model):
 def _lookup_sql(vendor: str) -> str:
     q = connection.ops.quote_name
     user_model = get_user_model()
-    groups = user_model._meta.get_field("groups")
-    through, group = groups.remote_field.through._meta, groups.related_model._meta
+    groups = user_model._meta.get_field("groups")  # the join table's own names, as the ORM's join uses them
+    group = groups.related_model._meta
 
     def col(meta, name: str) -> str:
         return q(meta.get_field(name).column)
@@ -134,8 +135,8 @@ def _lookup_sql(vendor: str) -> str:
         f"SELECT {sqlrows.columns(ApiToken, 't')}, {sqlrows.columns(user_model, 'u')}, g.{col(group, 'name')}"
         f" FROM {q(token.db_table)} t"
         f" JOIN {q(user.db_table)} u ON u.{q(user.pk.column)} = t.{col(token, 'user')}"
-        f" LEFT JOIN {q(through.db_table)} ug ON ug.{col(through, user.model_name)} = u.{q(user.pk.column)}"
-        f" LEFT JOIN {q(group.db_table)} g ON g.{q(group.pk.column)} = ug.{col(through, group.model_name)}"
+        f" LEFT JOIN {q(groups.m2m_db_table())} ug ON ug.{q(groups.m2m_column_name())} = u.{q(user.pk.column)}"
+        f" LEFT JOIN {q(group.db_table)} g ON g.{q(group.pk.column)} = ug.{q(groups.m2m_reverse_name())}"
         f" WHERE t.{col(token, 'token_hash')} = %s AND t.{col(token, 'revoked_at')} IS NULL"
         f" AND u.{col(user, 'is_active')} = %s"
     )
