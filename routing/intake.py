@@ -304,11 +304,9 @@ class Importer:
         chunks: queue.Queue = queue.Queue(maxsize=1)
         failures: list[BaseException] = []
         self._committed, self._writer_failed, self._recent, self._predicted = 0, False, {}, {}
-
+        self._rewritten, self._failed_at = {}, sys.maxsize
         # A routed import has one writer: each chunk holds the rule cursors until it commits.
         lanes = self._router is None
-        self._rewritten.clear()
-        self._failed_at = sys.maxsize
 
         def writer(write: Callable[..., None]) -> None:
             index = -1  # of the chunk in hand, with two writers (the first item of theirs)
@@ -1019,7 +1017,7 @@ def _merge_into_open(data: dict[str, Any], *, now: dt.datetime, actor, detail: d
 
     A duplicate of a lead nobody has yet is routed now, so the rule cursors are taken before its row is
     locked (routing's lock order, services.routing_locked). A duplicate of a lead with an owner or in a
-    pool locks only that row: it must not wait for an import chunk holding the cursors. A lead that
+    pool locks only that person's leads: it must not wait for an import chunk holding the cursors. A lead that
     lost its owner between the look and the lock is left to route_pending."""
     found = _oldest_open(data["email"], lock=False)
     if found is None:
@@ -1027,11 +1025,10 @@ def _merge_into_open(data: dict[str, Any], *, now: dt.datetime, actor, detail: d
     routes = found[1] == Lead.Status.UNASSIGNED
     if routes:
         services.routing_locked()
-    existing = _oldest_open(data["email"], lock=True)
-    existing_id = existing and existing[0]
-    if existing_id is None:
+    locked = _oldest_open(data["email"], lock=True)
+    if locked is None:
         return None  # closed meanwhile: received as a new lead
-    existing = _merge_received(existing_id, data, now=now, actor=actor, detail=detail)
+    existing = _merge_received(locked[0], data, now=now, actor=actor, detail=detail)
     if routes and existing.status == Lead.Status.UNASSIGNED:
         _routed_or_kept(lambda: services.route_leads([existing.pk], now=now, actor=actor), existing.pk)
     return existing.pk

@@ -105,7 +105,7 @@ class ApiToken(models.Model):
     def lookup(cls, raw: str) -> ApiToken | None:
         """The live token with this secret, its user, and the user's group names (`group_names`) —
         one query, a row per group, for the role checks every API call starts with. Plain SQL
-        (leadops.sqlrows): compiling the ORM's version of this join was a fifth of an API POST's CPU.
+        (leadops.sqlrows): compiling the ORM's version of this join was a sixth of an API POST's CPU.
         The user model must keep its fields in its own table (Django's, or one built on AbstractUser)."""
         user_model = get_user_model()
         with connection.cursor() as cursor:
