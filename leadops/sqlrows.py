@@ -23,6 +23,11 @@ def columns(model: type[models.Model], alias: str) -> str:
     return ", ".join(f"{q(alias)}.{q(f.column)}" for f in _fields(model)[0])
 
 
+def column(model: type[models.Model], name: str) -> str:
+    """The quoted column of `model`'s field `name` (a foreign key's `_id` column for its name)."""
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
 def width(model: type[models.Model]) -> int:
     return len(_fields(model)[0])
 

@@ -114,6 +114,11 @@ def _emails(rows: Iterable[_Row]) -> set[str]:
     return {r.email for r in rows if r.email}
 
 
+def _ids_by_email(creators: Iterable[_Row]) -> dict[str, int]:
+    """A chunk's new leads by email (numbered already), as `_recent` keeps them."""
+    return {c.email: c.lead_id for c in creators if c.email}  # type: ignore[misc]
+
+
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
     it = iter(items)
     while chunk := list(islice(it, size)):
@@ -391,7 +396,7 @@ class Importer:
                 self._fold_repeats(creators)
                 self._number(creators)
                 with self._progress:
-                    self._recent[index] = {c.email: c.lead_id for c in creators if c.email}  # type: ignore[misc]
+                    self._recent[index] = _ids_by_email(creators)
                     self._progress.notify_all()
                 merged = _write_chunk_pg(creators, into_existing, {}, source=self.source, job=self.job,
                                          held=not self.route, update_existing=False)
@@ -409,9 +414,7 @@ class Importer:
                 del self._recent[index]
             creators = self._write_chunk(valid)  # counts its own leads and merges
             with self._progress:
-                self._recent[index] = self._rewritten[index] = {
-                    c.email: c.lead_id for c in creators if c.email  # type: ignore[misc]
-                }
+                self._recent[index] = self._rewritten[index] = _ids_by_email(creators)
         else:
             self.result.created += len(creators)
             self.result.merged += merged
@@ -599,7 +602,7 @@ class Importer:
     def _finish_chunk(self, index: int, lookup: tuple[int, dict[str, int]] | None, creators: list[_Row]) -> None:
         if lookup is None:
             return
-        self._recent[index] = {c.email: c.lead_id for c in creators if c.email}  # type: ignore[misc]
+        self._recent[index] = _ids_by_email(creators)
         with self._progress:
             self._committed = index + 1
             self._progress.notify_all()

@@ -303,10 +303,9 @@ def published_ruleset() -> LoadedRuleSet | None:
 
 @functools.cache
 def _published_sql(vendor: str) -> str:
-    q, meta = connection.ops.quote_name, RuleSet._meta
     # At most one is published (the one_published_ruleset constraint).
-    status = q(meta.get_field("status").column)
-    return f"SELECT {sqlrows.columns(RuleSet, 'r')} FROM {q(meta.db_table)} r WHERE r.{status} = %s"
+    table = connection.ops.quote_name(RuleSet._meta.db_table)
+    return f"SELECT {sqlrows.columns(RuleSet, 'r')} FROM {table} r WHERE r.{sqlrows.column(RuleSet, 'status')} = %s"
 
 
 def ruleset_data(rule_set: RuleSet, rows: list[Rule] | None = None) -> dict:
@@ -339,11 +338,7 @@ def lead_standing(lead_id: int, explaining: Sequence[str]) -> dict[str, Any]:
 
 @functools.cache
 def _standing_sql(vendor: str, kinds: int) -> str:
-    q = connection.ops.quote_name
-
-    def col(model, name: str) -> str:
-        return q(model._meta.get_field(name).column)
-
+    q, col = connection.ops.quote_name, sqlrows.column
     user_model = get_user_model()
     lead, event, rep = q(Lead._meta.db_table), q(LeadEvent._meta.db_table), q(Rep._meta.db_table)
     pool, rule, user = q(Pool._meta.db_table), q(Rule._meta.db_table), q(user_model._meta.db_table)

@@ -122,23 +122,19 @@ class ApiToken(models.Model):
 
 @functools.cache
 def _lookup_sql(vendor: str) -> str:
-    q = connection.ops.quote_name
+    q, col = connection.ops.quote_name, sqlrows.column
     user_model = get_user_model()
     groups = user_model._meta.get_field("groups")  # the join table's own names, as the ORM's join uses them
-    group = groups.related_model._meta
-
-    def col(meta, name: str) -> str:
-        return q(meta.get_field(name).column)
-
-    token, user = ApiToken._meta, user_model._meta
+    group_model = groups.related_model
+    token, user, group = ApiToken._meta, user_model._meta, group_model._meta
     return (
-        f"SELECT {sqlrows.columns(ApiToken, 't')}, {sqlrows.columns(user_model, 'u')}, g.{col(group, 'name')}"
+        f"SELECT {sqlrows.columns(ApiToken, 't')}, {sqlrows.columns(user_model, 'u')}, g.{col(group_model, 'name')}"
         f" FROM {q(token.db_table)} t"
-        f" JOIN {q(user.db_table)} u ON u.{q(user.pk.column)} = t.{col(token, 'user')}"
+        f" JOIN {q(user.db_table)} u ON u.{q(user.pk.column)} = t.{col(ApiToken, 'user')}"
         f" LEFT JOIN {q(groups.m2m_db_table())} ug ON ug.{q(groups.m2m_column_name())} = u.{q(user.pk.column)}"
         f" LEFT JOIN {q(group.db_table)} g ON g.{q(group.pk.column)} = ug.{q(groups.m2m_reverse_name())}"
-        f" WHERE t.{col(token, 'token_hash')} = %s AND t.{col(token, 'revoked_at')} IS NULL"
-        f" AND u.{col(user, 'is_active')} = %s"
+        f" WHERE t.{col(ApiToken, 'token_hash')} = %s AND t.{col(ApiToken, 'revoked_at')} IS NULL"
+        f" AND u.{col(user_model, 'is_active')} = %s"
     )
 
 
