@@ -183,11 +183,14 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(name)
 
 
+@lru_cache(maxsize=4096)
 def _utc(day: dt.date, clock: dt.time, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     """The first instant at which the local clock shows `clock` on `day` (or has jumped past it).
 
     In the autumn hour that happens twice that is the first occurrence; in the spring gap that the
     clock skips it is the moment of the jump (03:00 CEST for a Berlin shift edge at 02:30).
+    Remembered: every SLA deadline and availability check builds a week of shift edges again, the
+    same few days for a whole batch.
     """
     wall = dt.datetime.combine(day, clock)
     late = wall.replace(tzinfo=tz).astimezone(UTC)

@@ -242,16 +242,27 @@ class RuleTrace:
     index: int | str
     matched: bool
     strategy: str = ""
-    # Every candidate as [username, chosen, reason]: plain lists, which the stored compact form
-    # takes as they are (an object per candidate cost a tenth of deciding a lead); `candidates`
-    # gives them as CandidateTrace.
-    ranked: list[list[Any]] = field(default_factory=list)
     outcome: str = ""
     note: str = ""
     excluded: dict[str, int] = field(default_factory=dict)
+    # The candidates considered (the rule's Scope, shared by every lead of a batch), one reason per
+    # candidate in the same order, and the chosen one's position: deciding writes no per-candidate
+    # record (an object per candidate cost a tenth of deciding a lead); `ranked` and `candidates`
+    # give them when someone reads the trace.
+    scope: Scope | None = None
+    reasons: list[str | None] = field(default_factory=list)
+    chosen: int | None = None
     # A rule that did not match keeps what is needed to say why, worded only when asked.
     spec: RuleSpec | None = None
     lead: Mapping[str, Any] | None = None
+
+    @property
+    def ranked(self) -> list[list[Any]]:
+        """Every candidate as [username, chosen, reason]."""
+        if self.scope is None:
+            return []
+        pairs = zip(self.scope.names, self.reasons, strict=True)
+        return [[name, i == self.chosen, why] for i, (name, why) in enumerate(pairs)]
 
     @property
     def candidates(self) -> list[CandidateTrace]:
@@ -273,7 +284,7 @@ class RuleTrace:
         out["outcome"] = self.outcome
         if self.note:
             out["note"] = self.note
-        if self.ranked:
+        if self.reasons:
             out["candidates"] = [c.to_json() for c in self.candidates]
         if self.excluded:
             out["excluded"] = dict(self.excluded)
@@ -293,18 +304,20 @@ class RuleTrace:
             out["s"] = self.strategy
         if self.note:
             out["n"] = self.note
-        if self.ranked:
-            numbers: dict[str, int] = {}
-            names = [name for name, _, _ in self.ranked]
-            codes = [numbers.setdefault(why, len(numbers)) for _, _, why in self.ranked]
-            if any(" " in name for name in names):
-                out["c"] = [list(pair) for pair in zip(names, codes, strict=True)]
+        if self.reasons:
+            words = list(dict.fromkeys(self.reasons))
+            scope = self.scope
+            assert scope is not None
+            if scope.names_text is None:
+                number = {why: n for n, why in enumerate(words)}
+                out["c"] = [[name, number[why]] for name, why in zip(scope.names, self.reasons, strict=True)]
             else:
-                out["c"], out["v"] = " ".join(names), " ".join(map(str, codes))
-            out["w"] = list(numbers)
-            chosen = next((i for i, c in enumerate(self.ranked) if c[1]), None)
-            if chosen is not None:
-                out["k"] = chosen
+                out["c"] = scope.names_text
+                code = {why: str(n) for n, why in enumerate(words)}
+                out["v"] = " ".join(map(code.__getitem__, self.reasons))
+            out["w"] = words
+            if self.chosen is not None:
+                out["k"] = self.chosen
         if self.excluded:
             out["x"] = dict(self.excluded)
         return out
@@ -627,6 +640,34 @@ def compile_ruleset(data: Mapping[str, Any], *, version: int | None = None) -> C
 # -- roster --------------------------------------------------------------------------------------
 
 
+@dataclass(slots=True, eq=False)
+class Scope:
+    """The reps one rule considers, in its order, and counts of those it leaves out by team/level;
+    with what a batch would otherwise work out again for every lead: their usernames, and those as
+    one space-separated string — the stored "c" (None when a username has a space in it); each
+    one's reason to be passed over that holds whatever the lead and the moment (a rule's own list
+    naming someone of another team or level, a missing skill); and their availability at one
+    instant (`Roster.unavailable`)."""
+
+    members: list[CandidateState]
+    excluded: dict[str, int]
+    fixed: list[str | None]
+    names: list[str] = field(init=False)
+    names_text: str | None = field(init=False)
+    # Positions of the members with a capacity or a daily cap, and of those with no weight.
+    capped: list[int] = field(init=False)
+    weightless: list[int] = field(init=False)
+    avail_at: dt.datetime | None = None
+    avail: list[str | None] = field(default_factory=list)
+    blocked: list[str | None] = field(default_factory=list)  # fixed, else unavailable at avail_at
+
+    def __post_init__(self) -> None:
+        self.names = [c.username for c in self.members]
+        self.names_text = None if any(" " in name for name in self.names) else " ".join(self.names)
+        self.capped = [i for i, c in enumerate(self.members) if c.capacity is not None or c.daily_cap is not None]
+        self.weightless = [i for i, c in enumerate(self.members) if c.weight <= 0]
+
+
 class Roster:
     """The candidates of one batch, with caches for what does not depend on the lead.
 
@@ -641,7 +682,10 @@ class Roster:
         self.by_team: dict[str, list[CandidateState]] = {}
         for c in self.candidates:
             self.by_team.setdefault(c.team, []).append(c)
-        self._scopes: dict[CandidateFilter, tuple[list[CandidateState], dict[str, int]]] = {}
+        self._scopes: dict[CandidateFilter, Scope] = {}
+        # The same by the filter object's identity: hashing a frozen dataclass hashes all its fields,
+        # for every lead.
+        self._scope_of: dict[int, tuple[CandidateFilter, Scope]] = {}
         self._avail_at: dt.datetime | None = None
         self._avail: dict[str, str | None] = {}
 
@@ -655,17 +699,36 @@ class Roster:
             self._avail[c.username] = reason
             return reason
 
-    def scope(self, f: CandidateFilter) -> tuple[list[CandidateState], dict[str, int]]:
+    def unavailable(self, scope: Scope, now: dt.datetime) -> list[str | None]:
+        """`unavailable_reason` of each of the scope's members at `now`."""
+        if scope.avail_at is not now and scope.avail_at != now:  # the same object for a whole batch
+            scope.avail = [self.unavailable_reason(c, now) for c in scope.members]
+            scope.blocked = [fixed or avail for fixed, avail in zip(scope.fixed, scope.avail, strict=True)]
+            scope.avail_at = now
+        return scope.avail
+
+    def blocked(self, scope: Scope, now: dt.datetime) -> list[str | None]:
+        """Each member's reason to be passed over at `now` whatever the lead (`Scope.fixed`, else
+        `unavailable_reason`); None for those a rule without territories may give a lead to, caps
+        aside."""
+        self.unavailable(scope, now)
+        return scope.blocked
+
+    def scope(self, f: CandidateFilter) -> Scope:
         """The reps a rule considers, in its order, and counts of those it leaves out by team/level.
 
         With `reps` the list is the rule's own (team/level mismatches are then given as reasons);
         without, the team/level filter narrows the roster and only counts are kept, so an
         explanation stays readable in a 500-rep organisation.
         """
-        try:
-            return self._scopes[f]
-        except KeyError:
-            pass
+        hit = self._scope_of.get(id(f))
+        if hit is not None and hit[0] is f:
+            return hit[1]
+        scope = self._scopes.get(f) or self._new_scope(f)
+        self._scope_of[id(f)] = (f, scope)
+        return scope
+
+    def _new_scope(self, f: CandidateFilter) -> Scope:
         excluded: dict[str, int] = {}
         if f.reps:
             members = [self.by_name[u] for u in f.reps if u in self.by_name]
@@ -684,8 +747,20 @@ class Roster:
                 members = [c for c in pool if c.level in levels]
                 if len(pool) > len(members):
                     excluded[f"level not {'/'.join(f.levels)}"] = len(pool) - len(members)
-        self._scopes[f] = (members, excluded)
-        return members, excluded
+        scope = self._scopes[f] = Scope(members, excluded, [_fixed_reason(f, c) for c in members])
+        return scope
+
+
+def _fixed_reason(f: CandidateFilter, c: CandidateState) -> str | None:
+    """Why a rule passes `c` over whatever the lead and the moment, if it does."""
+    if f.reps and f.team is not None and c.team != f.team:
+        return f"not in team {f.team}"
+    if f.reps and f.levels and c.level not in f.levels:
+        return f"level {c.level} not {'/'.join(f.levels)}"
+    if f.skills and not c.skills.issuperset(f.skills):
+        missing = [s for s in f.skills if s not in c.skills]
+        return f"lacks skill {', '.join(missing)}"
+    return None
 
 
 # -- the decision ------------------------------------------------------------------------------
@@ -742,138 +817,165 @@ def _pick(
     excluded: frozenset[str],
     rt: RuleTrace,
 ) -> tuple[CandidateState | None, CursorState]:
-    f = spec.candidates or CandidateFilter()
-    members, out = roster.scope(f)
-    rt.excluded = dict(out)
-    cursor = cursor.copy() if cursor else CursorState()
-    reasons: dict[str, str] = {}
-    available: list[CandidateState] = []
-    levels = set(f.levels)
-    country = lead.get("country") or ""
-    region = lead.get("region") or ""
-    postcode = lead.get("postcode") or ""
-    for c in members:
-        reason: str | None = None
-        if c.username in excluded:
-            reason = "excluded (current owner)"
-        elif f.reps and f.team is not None and c.team != f.team:
-            reason = f"not in team {f.team}"
-        elif f.reps and levels and c.level not in levels:
-            reason = f"level {c.level} not {'/'.join(f.levels)}"
-        elif f.skills and not c.skills.issuperset(f.skills):
-            missing = [s for s in f.skills if s not in c.skills]
-            reason = f"lacks skill {', '.join(missing)}"
-        elif f.territory and not any(t.covers(country, region, postcode) for t in c.territories):
-            where = " ".join(x for x in (country, region, postcode) if x) or "no location"
-            names = ", ".join(t.name for t in c.territories) or "none"
-            reason = f"not in territory for {where} (covers: {names})"
-        else:
-            reason = roster.unavailable_reason(c, now) or c.cap_reason()
-            if reason is None and spec.strategy == "weighted" and c.weight <= 0:
-                reason = "weight 0"
-        if reason is None:
-            available.append(c)
-        else:
-            reasons[c.username] = reason
+    f = spec.candidates or _ANYONE
+    scope = roster.scope(f)
+    members = scope.members
+    rt.scope, rt.excluded = scope, scope.excluded
+    # One reason per member, by position; None for those available until the strategy words it.
+    territory = f.territory
+    weighted = spec.strategy == "weighted"
+    if not excluded and not territory:
+        # What keeps a member out does not depend on the lead: a copy of the batch's list at `now`,
+        # then the caps, which move as the batch assigns.
+        reasons = rt.reasons = roster.blocked(scope, now).copy()
+        for i in scope.capped:
+            if reasons[i] is None:
+                reasons[i] = members[i].cap_reason()
+        if weighted:
+            for i in scope.weightless:
+                if reasons[i] is None:
+                    reasons[i] = "weight 0"
+        available = [i for i, why in enumerate(reasons) if why is None]
+    else:
+        reasons = rt.reasons = [None] * len(members)
+        available = []
+        fixed = scope.fixed
+        avail = roster.unavailable(scope, now)
+        country = lead.get("country") or ""
+        region = lead.get("region") or ""
+        postcode = lead.get("postcode") or ""
+        for i, c in enumerate(members):
+            # In this order: the current owner, the rule's own filters, the lead's territory, then
+            # the moment (availability, caps).
+            if excluded and c.username in excluded:
+                reasons[i] = "excluded (current owner)"
+                continue
+            reason = fixed[i]
+            if reason is None and territory and not any(t.covers(country, region, postcode) for t in c.territories):
+                where = " ".join(x for x in (country, region, postcode) if x) or "no location"
+                names = ", ".join(t.name for t in c.territories) or "none"
+                reason = f"not in territory for {where} (covers: {names})"
+            if reason is None:
+                reason = avail[i] or c.cap_reason()
+                if reason is None and weighted and c.weight <= 0:
+                    reason = "weight 0"
+            if reason is None:
+                available.append(i)
+            else:
+                reasons[i] = reason
 
-    chosen: CandidateState | None = None
+    if not available:
+        return None, cursor.copy() if cursor else CursorState()
     strategy = spec.strategy
-    if available:
-        if strategy == "round_robin":
-            chosen = _round_robin(members, available, cursor, bool(f.reps), reasons)
-        elif strategy == "weighted":
-            chosen = _weighted(available, cursor, rng, reasons)
-        elif strategy == "first_available":
-            chosen = available[0]
-            reasons[chosen.username] = "chosen: first available"
-            for c in available[1:]:
-                reasons[c.username] = f"not first available ({chosen.username} comes first)"
-        else:
-            if strategy == "predictive":
-                rt.note = "predictive routing is not available yet: used load_balanced"
-            chosen = _load_balanced(available, rng, reasons)
-        cursor.last = chosen.username
-    rt.ranked = [[c.username, c is chosen, reasons[c.username]] for c in members]
-    return chosen, cursor
+    if strategy == "round_robin":
+        chosen = _round_robin(scope, available, cursor, bool(f.reps), reasons)
+    elif strategy == "weighted":
+        cursor = cursor.copy() if cursor else CursorState()
+        chosen = _weighted(members, available, cursor, rng, reasons)
+    elif strategy == "first_available":
+        chosen = available[0]
+        first = members[chosen].username
+        reasons[chosen] = "chosen: first available"
+        later = f"not first available ({first} comes first)"
+        for i in available[1:]:
+            reasons[i] = later
+    else:
+        if strategy == "predictive":
+            rt.note = "predictive routing is not available yet: used load_balanced"
+        chosen = _load_balanced(members, available, rng, reasons)
+    rt.chosen = chosen
+    # Only the rotation's last rep changes (weighted credits were copied above): the credits of the
+    # state read are shared, never changed in place.
+    return members[chosen], CursorState(members[chosen].username, cursor.credits if cursor else {})
+
+
+_ANYONE = CandidateFilter()
 
 
 def _round_robin(
-    members: list[CandidateState],
-    available: list[CandidateState],
-    cursor: CursorState,
+    scope: Scope,
+    available: list[int],
+    cursor: CursorState | None,
     explicit_order: bool,
-    reasons: dict[str, str],
-) -> CandidateState:
-    """The first available rep after the last one served, in the rule's order.
+    reasons: list[str | None],
+) -> int:
+    """The position of the first available rep after the last one served, in the rule's order.
 
     The pointer is the last rep *served*, so an unavailable rep is passed over this time and
     gets their turn again on the next lap — nobody is skipped forever.
     """
-    order = [c.username for c in members]
+    order = scope.names
+    last = cursor.last if cursor else None
     start = 0
-    if cursor.last is not None:
+    if last is not None:
         try:
-            start = order.index(cursor.last) + 1
+            start = order.index(last) + 1
         except ValueError:
             # The last rep left the rule: carry on from where they stood in username order.
-            start = 0 if explicit_order else bisect.bisect_right(order, cursor.last)
-    free = {c.username for c in available}
-    n = len(order)
-    chosen_name = next(order[(start + k) % n] for k in range(n) if order[(start + k) % n] in free)
-    chosen = next(c for c in available if c.username == chosen_name)
-    after = f"after {cursor.last}" if cursor.last else "first turn of this rule"
-    reasons[chosen_name] = f"chosen: next in turn ({after})"
-    for c in available:
-        if c is not chosen:
-            reasons[c.username] = "not next in turn"
+            start = 0 if explicit_order else bisect.bisect_right(order, last)
+    # `available` is in the rule's order: the first at or after `start`, else the first of all.
+    chosen = next((i for i in available if i >= start), available[0])
+    after = f"after {last}" if last else "first turn of this rule"
+    for i in available:
+        reasons[i] = "not next in turn"
+    reasons[chosen] = f"chosen: next in turn ({after})"
     return chosen
 
 
 def _weighted(
-    available: list[CandidateState], cursor: CursorState, rng: random.Random, reasons: dict[str, str]
-) -> CandidateState:
+    members: list[CandidateState], available: list[int], cursor: CursorState, rng: random.Random,
+    reasons: list[str | None],
+) -> int:
     """Smooth weighted round robin (nginx): everyone earns their weight, the richest is served and
     pays the total. Shares converge within one cycle instead of drifting like random draws."""
     credits = cursor.credits
     total = 0
-    for c in available:
+    for i in available:
+        c = members[i]
         credits[c.username] = credits.get(c.username, 0) + c.weight
         total += c.weight
-    best = max(credits[c.username] for c in available)
-    top = [c for c in available if credits[c.username] == best]
+    best = max(credits[members[i].username] for i in available)
+    top = [i for i in available if credits[members[i].username] == best]
     chosen = top[0] if len(top) == 1 else rng.choice(top)
-    credits[chosen.username] -= total
-    reasons[chosen.username] = f"chosen: weighted turn (weight {chosen.weight}, credit {best})"
-    for c in available:
-        if c is chosen:
-            continue
+    winner = members[chosen]
+    credits[winner.username] -= total
+    for i in available:
+        c = members[i]
         if credits[c.username] == best:
-            reasons[c.username] = "lost the tie"
+            reasons[i] = "lost the tie"
         else:
-            reasons[c.username] = f"weighted turn not yet (weight {c.weight}, credit {credits[c.username]} < {best})"
+            reasons[i] = f"weighted turn not yet (weight {c.weight}, credit {credits[c.username]} < {best})"
+    reasons[chosen] = f"chosen: weighted turn (weight {winner.weight}, credit {best})"
     return chosen
 
 
 def _load_balanced(
-    available: list[CandidateState], rng: random.Random, reasons: dict[str, str]
-) -> CandidateState:
+    members: list[CandidateState], available: list[int], rng: random.Random, reasons: list[str | None]
+) -> int:
     """Lowest open leads ÷ capacity. Unlimited capacity counts as the largest capacity present
     (or 1 when nobody has one), so unlimited reps still share by open count."""
-    caps = [c.capacity for c in available if c.capacity]
-    default_cap = max(caps) if caps else 1
-    loads = {c.username: c.open_count / (c.capacity or default_cap) for c in available}
-    low = min(loads.values())
-    top = [c for c in available if loads[c.username] == low]
-    chosen = top[0] if len(top) == 1 else rng.choice(top)
-    for c in available:
-        load = f"{c.open_count}/{c.capacity}" if c.capacity else f"{c.open_count} open"
-        if c is chosen:
-            reasons[c.username] = f"chosen: lowest load {load}" + (" (won the tie)" if len(top) > 1 else "")
-        elif loads[c.username] == low:
-            reasons[c.username] = "lost the tie"
-        else:
-            reasons[c.username] = f"higher load {load}"
-    return chosen
+    cands = [members[i] for i in available]
+    caps = [c.capacity for c in cands]
+    if any(caps):
+        default_cap = max([cap for cap in caps if cap])
+        loads = [c.open_count / (c.capacity or default_cap) for c in cands]
+    else:  # nobody has a capacity: the open counts compare as they are
+        loads = [c.open_count for c in cands]
+    low = min(loads)
+    top = [k for k, load in enumerate(loads) if load == low]
+    won = top[0] if len(top) == 1 else rng.choice(top)
+    for k, c in enumerate(cands):
+        reasons[available[k]] = "lost the tie" if loads[k] == low else _higher_load(c.open_count, c.capacity)
+    c = cands[won]
+    load = f"{c.open_count}/{c.capacity}" if c.capacity else f"{c.open_count} open"
+    reasons[available[won]] = f"chosen: lowest load {load}" + (" (won the tie)" if len(top) > 1 else "")
+    return available[won]
+
+
+@functools.lru_cache(maxsize=4096)
+def _higher_load(open_count: int, capacity: int | None) -> str:
+    # Worded once per load: a batch gives the same few loads to every lead's other candidates.
+    return f"higher load {open_count}/{capacity}" if capacity else f"higher load {open_count} open"
 
 
 def lead_data(obj: Any, fields: Sequence[str]) -> dict[str, Any]:

@@ -240,7 +240,7 @@ def roster_for_leads(
                 continue
             if spec.index is not None and spec.when and all(spec.first_failure(lead) is not None for lead in leads):
                 continue
-            members, _ = roster.scope(spec.candidates)
+            members = roster.scope(spec.candidates).members
             wanted.update(c.rep_id for c in members if c.rep_id is not None)
     open_counts, given = counts if counts is not None else load_counts(now, wanted)
     for c in roster.candidates:
