@@ -646,8 +646,8 @@ class Scope:
     with what a batch would otherwise work out again for every lead: their usernames, and those as
     one space-separated string — the stored "c" (None when a username has a space in it); each
     one's reason to be passed over that holds whatever the lead and the moment (a rule's own list
-    naming someone of another team or level, a missing skill); and their availability at one
-    instant (`Roster.unavailable`)."""
+    naming someone of another team or level, a missing skill); and those reasons or else their
+    availability at one instant (`Roster.blocked`)."""
 
     members: list[CandidateState]
     excluded: dict[str, int]
@@ -657,9 +657,8 @@ class Scope:
     # Positions of the members with a capacity or a daily cap, and of those with no weight.
     capped: list[int] = field(init=False)
     weightless: list[int] = field(init=False)
-    avail_at: dt.datetime | None = None
-    avail: list[str | None] = field(default_factory=list)
-    blocked: list[str | None] = field(default_factory=list)  # fixed, else unavailable at avail_at
+    blocked_at: dt.datetime | None = None
+    blocked: list[str | None] = field(default_factory=list)  # Roster.blocked at blocked_at
 
     def __post_init__(self) -> None:
         self.names = [c.username for c in self.members]
@@ -699,19 +698,14 @@ class Roster:
             self._avail[c.username] = reason
             return reason
 
-    def unavailable(self, scope: Scope, now: dt.datetime) -> list[str | None]:
-        """`unavailable_reason` of each of the scope's members at `now`."""
-        if scope.avail_at is not now and scope.avail_at != now:  # the same object for a whole batch
-            scope.avail = [self.unavailable_reason(c, now) for c in scope.members]
-            scope.blocked = [fixed or avail for fixed, avail in zip(scope.fixed, scope.avail, strict=True)]
-            scope.avail_at = now
-        return scope.avail
-
     def blocked(self, scope: Scope, now: dt.datetime) -> list[str | None]:
         """Each member's reason to be passed over at `now` whatever the lead (`Scope.fixed`, else
         `unavailable_reason`); None for those a rule without territories may give a lead to, caps
-        aside."""
-        self.unavailable(scope, now)
+        aside. Worked out once per instant: a batch decides all its leads at one."""
+        if scope.blocked_at is not now and scope.blocked_at != now:
+            scope.blocked = [fixed or self.unavailable_reason(c, now)
+                             for c, fixed in zip(scope.members, scope.fixed, strict=True)]
+            scope.blocked_at = now
         return scope.blocked
 
     def scope(self, f: CandidateFilter) -> Scope:
@@ -840,7 +834,6 @@ def _pick(
         reasons = rt.reasons = [None] * len(members)
         available = []
         fixed = scope.fixed
-        avail = roster.unavailable(scope, now)
         country = lead.get("country") or ""
         region = lead.get("region") or ""
         postcode = lead.get("postcode") or ""
@@ -856,7 +849,7 @@ def _pick(
                 names = ", ".join(t.name for t in c.territories) or "none"
                 reason = f"not in territory for {where} (covers: {names})"
             if reason is None:
-                reason = avail[i] or c.cap_reason()
+                reason = roster.unavailable_reason(c, now) or c.cap_reason()
                 if reason is None and weighted and c.weight <= 0:
                     reason = "weight 0"
             if reason is None:
