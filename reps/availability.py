@@ -190,9 +190,10 @@ def _utc(day: dt.date, clock: dt.time, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     In the autumn hour that happens twice that is the first occurrence; in the spring gap that the
     clock skips it is the moment of the jump (03:00 CEST for a Berlin shift edge at 02:30).
     Remembered: every SLA deadline and availability check builds a week of shift edges again, the
-    same few days for a whole batch.
+    same few days for a whole batch. (A `clock` with fold=1 is the same key as with fold=0, so the
+    fold is not read: the first occurrence, as said.)
     """
-    wall = dt.datetime.combine(day, clock)
+    wall = dt.datetime.combine(day, clock).replace(fold=0)
     late = wall.replace(tzinfo=tz).astimezone(UTC)
     if late.astimezone(tz).replace(tzinfo=None) == wall:
         return late

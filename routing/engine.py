@@ -127,6 +127,9 @@ class CandidateFilter:
     territory: bool = False
 
 
+_ANYONE = CandidateFilter()  # a rule without `candidates`: everyone
+
+
 @dataclass(frozen=True)
 class RuleSpec:
     name: str
@@ -642,12 +645,13 @@ def compile_ruleset(data: Mapping[str, Any], *, version: int | None = None) -> C
 
 @dataclass(slots=True, eq=False)
 class Scope:
-    """The reps one rule considers, in its order, and counts of those it leaves out by team/level;
-    with what a batch would otherwise work out again for every lead: their usernames, and those as
-    one space-separated string — the stored "c" (None when a username has a space in it); each
-    one's reason to be passed over that holds whatever the lead and the moment (a rule's own list
-    naming someone of another team or level, a missing skill); and those reasons or else their
-    availability at one instant (`Roster.blocked`)."""
+    """The reps one rule considers, in its order, and counts of those it leaves out by team/level.
+
+    It also keeps what every lead of a batch would otherwise work out again:
+    - `names`, and `names_text` joined by spaces: the stored "c" (None if a username has a space);
+    - `fixed`: each member's reason to be passed over whatever the lead and the moment (a rule's own
+      list naming someone of another team or level, a missing skill);
+    - `blocked`: those reasons, or else unavailability at one instant (`Roster.blocked`)."""
 
     members: list[CandidateState]
     excluded: dict[str, int]
@@ -772,7 +776,8 @@ def decide(
 ) -> Decision:
     """Try the rules in order; the first that matches and finds an available candidate wins.
 
-    `cursors` is read, never mutated: the new state of the winning rule is in `Decision.cursors`.
+    `cursors` is read, never mutated: the new state of the winning rule is in `Decision.cursors`,
+    which may share the credits dict of the state read — replace a state, never edit it in place.
     `exclude` (usernames) are left out, e.g. the current owner when an SLA reassigns.
     """
     excluded = frozenset(exclude)
@@ -881,8 +886,6 @@ def _pick(
     # state read are shared, never changed in place.
     return members[chosen], CursorState(members[chosen].username, cursor.credits if cursor else {})
 
-
-_ANYONE = CandidateFilter()
 
 
 def _round_robin(

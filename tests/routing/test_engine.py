@@ -79,6 +79,16 @@ def test_weighted_leaves_out_reps_with_weight_zero():
     assert reasons(d)["a"] == "weight 0"
 
 
+def test_deciding_leaves_the_cursor_it_read_unchanged():
+    # The caller keeps the cursors it passed until the plan is written (and compares them to refuse a
+    # stale plan): a weighted turn must pay its credits into a copy.
+    read = {"W": CursorState("a", {"a": 1, "b": -1})}
+    d = decide({"country": "DE"}, rules(rr_rule("W", strategy="weighted")), Roster([rep("a"), rep("b")]), read,
+               NOW, random.Random(1))
+    assert read["W"].to_json() == {"last": "a", "credits": {"a": 1, "b": -1}}
+    assert d.cursors["W"].credits != read["W"].credits
+
+
 # -- load balanced, first available, predictive ------------------------------------------------------
 
 
