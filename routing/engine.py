@@ -963,7 +963,7 @@ def _load_balanced(
     for k, c in enumerate(cands):
         reasons[available[k]] = "lost the tie" if loads[k] == low else _higher_load(c.open_count, c.capacity)
     c = cands[won]
-    load = f"{c.open_count}/{c.capacity}" if c.capacity else f"{c.open_count} open"
+    load = _load_text(c.open_count, c.capacity)
     reasons[available[won]] = f"chosen: lowest load {load}" + (" (won the tie)" if len(top) > 1 else "")
     return available[won]
 
@@ -971,7 +971,11 @@ def _load_balanced(
 @functools.lru_cache(maxsize=4096)
 def _higher_load(open_count: int, capacity: int | None) -> str:
     # Worded once per load: a batch gives the same few loads to every lead's other candidates.
-    return f"higher load {open_count}/{capacity}" if capacity else f"higher load {open_count} open"
+    return f"higher load {_load_text(open_count, capacity)}"
+
+
+def _load_text(open_count: int, capacity: int | None) -> str:
+    return f"{open_count}/{capacity}" if capacity else f"{open_count} open"
 
 
 def lead_data(obj: Any, fields: Sequence[str]) -> dict[str, Any]:
